@@ -1,0 +1,204 @@
+"""`losslab` entry points. Thin: parse, call one function, print, map errors to exit codes.
+
+    losslab prepare scenario=linear
+    losslab run scenario=linear [variant=adam] [optimizer.lr=0.05 ...] [--params params.yaml]
+    losslab verify [linear ...]
+    losslab report
+    losslab ui
+
+Errors the user can fix print one line on stderr and exit 2; anything else exits 1 with
+one line too (the traceback only with --debug or LOSSLAB_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import yaml
+
+from losslab.errors import LosslabError
+
+# params.yaml knobs that the DVC stages pass on, and the Hydra key each one sets.
+KNOBS = {"seeds": "seeds", "epochs_scale": "epochs_scale", "accelerator": "trainer.accelerator"}
+
+
+def _params(path: str | None) -> dict:
+    if path is None:
+        return {}
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise LosslabError(f"cannot read params file {p}: {e}") from None
+    if not isinstance(data, dict):
+        raise LosslabError(f"params file {p} must be a mapping")
+    return data
+
+
+def _knob_overrides(params: dict) -> list[str]:
+    out = []
+    for knob, key in KNOBS.items():
+        if knob in params:
+            value = params[knob]
+            text = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
+            out.append(f"{key}={text}")
+    return out
+
+
+def _scenarios(args: argparse.Namespace, root: Path) -> list[str]:
+    from losslab.run import require_scenarios
+
+    names = list(getattr(args, "scenarios", None) or [])
+    if not names:
+        params = _params(args.params) if args.params else _params_default(root)
+        names = list(params.get("scenarios") or [])
+    if not names:
+        raise LosslabError("no scenarios given and none listed under `scenarios:` in params.yaml")
+    require_scenarios(root, names)
+    return names
+
+
+def _params_default(root: Path) -> dict:
+    p = root / "params.yaml"
+    return _params(str(p)) if p.is_file() else {}
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from losslab.run import prepare
+
+    for path in prepare(args.overrides):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from losslab.config import project_root
+    from losslab.report import HEADER, metrics_document, table_rows, text_table
+    from losslab.run import run
+
+    overrides = _knob_overrides(_params(args.params)) + list(args.overrides)
+    result = run(overrides)
+    for path in result.outputs:
+        print(f"wrote {path.relative_to(project_root())}")
+    print()
+    print(text_table(HEADER, table_rows(metrics_document(result))))
+    for v in result.variants:
+        s = v.summary()
+        if s.get("critical_lr") is not None:
+            verdict = "unstable" if s["lr"] > s["critical_lr"] else "stable"
+            scan = (
+                f", smallest diverging data size {s['min_diverging_n']}" if s.get("min_diverging_n") else ""
+            )
+            print(
+                f"  {v.info.name}: lr {s['lr']:g} vs 2/λ_max {s['critical_lr']:.4g} "
+                f"(λ_max {s['lambda_max']:.4g}) -> {verdict} for full-batch GD{scan}"
+            )
+    print(f"\nMLflow UI: {result.ui_command}")
+    print(f"compare {result.scenario} runs: {result.compare_url}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from losslab.config import project_root
+    from losslab.report import text_table
+    from losslab.verify import check_scenario
+
+    root = project_root()
+    checks = [c for name in _scenarios(args, root) for c in check_scenario(root, name)]
+    rows = [
+        [c.scenario, c.variant, c.expected, c.observed, "PASS" if c.ok else "FAIL", c.why] for c in checks
+    ]
+    print(text_table(["scenario", "variant", "expected", "observed", "verdict", "why"], rows))
+    failed = [c for c in checks if not c.ok]
+    print(f"\n{len(checks) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from losslab.config import project_root
+    from losslab.report import write_summary
+
+    root = project_root()
+    path = write_summary(root, _scenarios(args, root))
+    print(f"wrote {path.relative_to(root)}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from losslab.config import compose
+    from losslab.tracking import resolve_uri
+
+    uri = resolve_uri(compose([]))
+    if not uri.startswith("sqlite:"):
+        print(f"runs are on {uri}: open its UI there")
+        return 0
+    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    print(" ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
+# --- wiring -----------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="losslab", description=__doc__.split("\n")[0])
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sp = sub.add_parser("prepare", help="write a scenario's data sets under data/")
+    sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scenario=linear")
+    sp.set_defaults(func=cmd_prepare)
+
+    sp = sub.add_parser("run", help="train a scenario's variants over its seeds and track them")
+    sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scenario=linear variant=adam")
+    sp.add_argument("--params", help="params.yaml whose knobs (seeds, epochs_scale, accelerator) apply")
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("verify", help="check the latest results against each variant's expectation")
+    sp.add_argument("scenarios", nargs="*", help="default: the scenarios listed in params.yaml")
+    sp.add_argument("--params", help="params file listing `scenarios` (default: params.yaml)")
+    sp.set_defaults(func=cmd_verify)
+
+    sp = sub.add_parser("report", help="write reports/summary.md from metrics/*.json")
+    sp.add_argument("scenarios", nargs="*", help="default: the scenarios listed in params.yaml")
+    sp.add_argument("--params", help="params file listing `scenarios` (default: params.yaml)")
+    sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("ui", help="serve the MLflow UI on the project's sqlite store")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=5000)
+    sp.set_defaults(func=cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    debug = args.debug or os.environ.get("LOSSLAB_DEBUG") == "1"
+    try:
+        return args.func(args)
+    except LosslabError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"losslab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("losslab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"losslab: internal error: {type(e).__name__}: {first} (rerun with --debug)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

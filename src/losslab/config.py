@@ -1,0 +1,178 @@
+"""Build and check the run configuration: conf/ is the single source of truth.
+
+Everything a run does is described by one composed Hydra config (scenario + variant +
+trainer + tracking + command-line overrides). This module composes it, resolves the
+project paths and rejects bad values before anything is trained or tracked, so a bad
+input costs one clear line instead of a half-written MLflow run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from losslab.errors import LosslabError
+
+ROOT_ENV = "LOSSLAB_ROOT"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest directory (from `start` upwards) holding conf/config.yaml.
+
+    Like git and dvc, commands work from any sub-directory of the project;
+    LOSSLAB_ROOT pins it explicitly (tests, scripts run from elsewhere).
+    """
+    if os.environ.get(ROOT_ENV):
+        root = Path(os.environ[ROOT_ENV]).resolve()
+        if not (root / "conf" / "config.yaml").is_file():
+            raise LosslabError(f"{ROOT_ENV}={root} has no conf/config.yaml")
+        return root
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "conf" / "config.yaml").is_file():
+            return d
+    raise LosslabError(f"no conf/config.yaml in {here} or its parents; run inside a losslab project")
+
+
+def available(root: Path, group: str) -> list[str]:
+    """Options of a config group, e.g. the scenarios or one scenario's variants."""
+    d = root / "conf" / group
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def variants_of(root: Path, scenario: str) -> list[str]:
+    """A scenario's variants: the broken original first, then its fixes by name."""
+    names = available(root, f"variant/{scenario}")
+    return sorted(names, key=lambda n: (n != "broken", n))
+
+
+def _normalise(overrides: list[str]) -> list[str]:
+    """Accept `variant=adam` as short for `variant=<scenario>/adam`."""
+    scenario = next((o.split("=", 1)[1] for o in overrides if o.startswith("scenario=")), None)
+    out = []
+    for o in overrides:
+        if o.startswith("variant=") and "/" not in o and scenario:
+            o = f"variant={scenario}/{o.split('=', 1)[1]}"
+        out.append(o)
+    return out
+
+
+def compose(overrides: list[str], root: Path | None = None) -> DictConfig:
+    """Compose conf/ with Hydra overrides and validate the result."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    root = root or project_root()
+    overrides = _normalise(list(overrides))
+    _check_choices(root, overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(root / "conf"), version_base="1.3"):
+            cfg = hydra_compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        raise LosslabError(f"invalid override: {_first_line(e)}") from e
+    OmegaConf.set_struct(cfg, False)
+    cfg.paths = {"root": str(root)}
+    validate(cfg)
+    return cfg
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _check_choices(root: Path, overrides: list[str]) -> None:
+    """Name the unknown scenario/variant and list the valid ones (Hydra's message is 20 lines)."""
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key == "scenario" and value not in available(root, "scenario"):
+            raise LosslabError(
+                f"unknown scenario '{value}' (available: {', '.join(available(root, 'scenario'))})"
+            )
+        if key == "variant":
+            scen, _, fix = value.rpartition("/")
+            if fix not in variants_of(root, scen):
+                raise LosslabError(
+                    f"unknown variant '{fix}' for scenario '{scen or '?'}' "
+                    f"(available: {', '.join(variants_of(root, scen)) or 'none'})"
+                )
+
+
+def _number(cfg: DictConfig, key: str, *, positive: bool = True, integer: bool = False) -> Any:
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok:
+        ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
+    if not ok:
+        kind = "a positive integer" if integer else "a positive finite number"
+        raise LosslabError(f"{key} must be {kind}, got {value!r}")
+    return value
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject values that would make a run meaningless, naming the key."""
+    seeds = cfg.get("seeds")
+    if not OmegaConf.is_list(seeds) or len(seeds) == 0:
+        raise LosslabError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+    for s in seeds:
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise LosslabError(f"seeds must be non-negative integers, got {s!r}")
+    if len(set(seeds)) != len(seeds):
+        raise LosslabError(f"seeds must be distinct, got {list(seeds)}")
+    _number(cfg, "optimizer.lr")
+    _number(cfg, "epochs_scale")
+    _number(cfg, "fit.epochs", integer=True)
+    if epochs(cfg) < 1:
+        raise LosslabError(f"fit.epochs × epochs_scale rounds to {epochs(cfg)} epochs; need ≥ 1")
+    if cfg.trainer.accelerator not in ("cpu", "gpu", "cuda", "mps", "auto"):
+        raise LosslabError(
+            f"trainer.accelerator must be one of cpu, gpu, auto; got {cfg.trainer.accelerator!r}"
+        )
+    n = OmegaConf.select(cfg, "data.n_points")
+    if n is not None:
+        _number(cfg, "data.n_points", integer=True)
+    bs = OmegaConf.select(cfg, "data.batch_size")
+    if bs is not None:
+        _number(cfg, "data.batch_size", integer=True)
+
+
+def epochs(cfg: DictConfig) -> int:
+    """The epoch budget after the pipeline-wide epochs_scale knob."""
+    return max(0, round(cfg.fit.epochs * cfg.epochs_scale))
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    """What a variant is, for tags, tables and verification."""
+
+    scenario: str
+    name: str
+    role: str
+    description: str
+    expect_outcome: tuple[str, ...]
+    expect_min_rate: float
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> VariantInfo:
+        v = cfg.variant
+        outcome = v.expect.outcome
+        outcomes = (outcome,) if isinstance(outcome, str) else tuple(outcome)
+        return cls(
+            scenario=cfg.scenario.name,
+            name=v.name,
+            role=v.role,
+            description=v.description,
+            expect_outcome=outcomes,
+            expect_min_rate=float(v.expect.get("min_rate", 1.0)),
+        )

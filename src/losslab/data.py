@@ -1,0 +1,88 @@
+"""Data sets: seeded generators (the `prepare` stage) and strict CSV reading/writing.
+
+Generators return named columns; `prepare` writes them as small CSV files under
+data/<scenario>/ so DVC can version them and a person can read them. Training reads
+the CSV back through `load_table`, which rejects missing, truncated or non-finite data
+with a message naming the file, line and column. NumPy only: checking a data file
+must not cost the import of torch and Lightning.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from losslab.errors import LosslabError
+
+Columns = dict[str, np.ndarray]
+
+
+# --- generators (referenced by `datasets:` in conf/scenario/*.yaml) -------------------
+
+
+def line(start: float, stop: float, slope: float, step: float = 1.0, intercept: float = 0.0) -> Columns:
+    """x = start, start+step, …, stop and y = slope·x + intercept (deterministic)."""
+    x = np.arange(start, stop + step / 2, step, dtype=np.float64)
+    return {"x": x, "y": slope * x + intercept}
+
+
+# --- CSV files ----------------------------------------------------------------------
+
+
+def write_table(path: Path, columns: Columns) -> None:
+    """Write columns as CSV with `repr`-exact floats, so a re-run is byte-identical."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(columns)
+    n = len(next(iter(columns.values())))
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(names)
+        for i in range(n):
+            w.writerow([repr(float(columns[c][i])) for c in names])
+    tmp.replace(path)
+
+
+def load_table(path: Path, columns: list[str]) -> Columns:
+    """Read the named float columns of a CSV file, or say exactly what is wrong with it."""
+    if not path.is_file():
+        raise LosslabError(
+            f"missing data file {path}: run `dvc repro` (or `losslab prepare scenario=<name>`)"
+        )
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise LosslabError(f"corrupt data file {path}: {e}") from e
+    if not rows or not any(rows[0]):
+        raise LosslabError(f"corrupt data file {path}: empty, expected a header row")
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise LosslabError(
+            f"data file {path} lacks column(s) {', '.join(missing)} (has: {', '.join(header)})"
+        )
+    body = rows[1:]
+    if not body:
+        raise LosslabError(f"corrupt data file {path}: header only, no data rows")
+    out = {c: np.empty(len(body)) for c in columns}
+    for r, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise LosslabError(
+                f"corrupt data file {path}: line {r} has {len(row)} fields, expected {len(header)}"
+            )
+        for c in columns:
+            cell = row[header.index(c)]
+            try:
+                v = float(cell)
+            except ValueError:
+                raise LosslabError(
+                    f"corrupt data file {path}: line {r} column {c}: {cell!r} is not a number"
+                ) from None
+            if not math.isfinite(v):
+                raise LosslabError(f"data file {path}: line {r} column {c} is {cell} (not finite)")
+            out[c][r - 2] = v
+    return out

@@ -1,0 +1,51 @@
+"""The LightningModule: one scenario's loss and optimizer around an Ensemble of replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.func import vmap
+
+from losslab.models import Ensemble
+
+
+class EnsembleModule(pl.LightningModule):
+    """Trains every replica of `net` on its own slice of each batch.
+
+    The training loss is the *sum* of the replicas' losses: replicas share no parameter,
+    so each one's gradient is exactly that of its own loss, and SGD/Adam (elementwise)
+    update each replica as a separate run would. A replica that diverges to inf/NaN stays
+    in its own slice; the others train on.
+    """
+
+    def __init__(
+        self,
+        net: Ensemble,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        # Per-replica losses of the batches of the current epoch (read by HealthRecorder).
+        self.batch_losses: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def replica_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """[replicas] losses: the scenario's loss applied to each replica's slice."""
+        return vmap(self.loss_fn)(out, y)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        losses = self.replica_losses(self(x), y)
+        self.batch_losses.append(losses.detach())
+        return losses.sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.parameters())

@@ -1,0 +1,59 @@
+"""Turn a run's per-epoch loss into an outcome a beginner would recognise.
+
+Order of precedence: a non-finite loss anywhere is `diverged` (with the first inf and the
+first NaN epoch, 1-based: epoch 1's loss is the loss before the first update); else a
+final loss below the scenario's threshold is `converged`; else a final loss above the
+first is `rising`; else a loss that at least fell by the scenario's factor is `improving`;
+anything else is `stalled`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+OUTCOMES = ("diverged", "rising", "stalled", "improving", "converged")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    label: str
+    initial_loss: float
+    final_loss: float
+    first_inf_epoch: int | None
+    first_nan_epoch: int | None
+
+    @property
+    def diverged_epoch(self) -> int | None:
+        """First epoch whose loss is not finite."""
+        epochs = [e for e in (self.first_inf_epoch, self.first_nan_epoch) if e is not None]
+        return min(epochs) if epochs else None
+
+
+def _first(mask: np.ndarray) -> int | None:
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) + 1 if hits.size else None
+
+
+def classify(losses: np.ndarray, converge_below: float, improve_factor: float = 0.5) -> Outcome:
+    losses = np.asarray(losses, dtype=np.float64)
+    inf_at, nan_at = _first(np.isinf(losses)), _first(np.isnan(losses))
+    initial, final = float(losses[0]), float(losses[-1])
+    if inf_at is not None or nan_at is not None:
+        label = "diverged"
+    elif final < converge_below:
+        label = "converged"
+    elif final > initial:
+        label = "rising"
+    elif final <= improve_factor * initial:
+        label = "improving"
+    else:
+        label = "stalled"
+    return Outcome(label, initial, final, inf_at, nan_at)
+
+
+def finite_or_none(v: float | None) -> float | None:
+    """JSON and DVC have no inf/NaN: a non-finite number is written as null."""
+    return v if v is not None and math.isfinite(v) else None

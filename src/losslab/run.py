@@ -1,0 +1,374 @@
+"""One scenario: every variant × every seed -> fit -> outcome -> MLflow (+ DVC outputs).
+
+Reads top to bottom like the object graph: compose configs, build and check the data
+(all variants, before anything is tracked), open the tracking store, then per variant:
+ensemble, module, stability bound, Trainer.fit, outcomes, runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from losslab.config import VariantInfo, compose, epochs, project_root, variants_of
+from losslab.data import load_table, write_table
+from losslab.errors import LosslabError
+from losslab.outcome import Outcome, classify, finite_or_none
+from losslab.tracking import RunGroup, TrackerProcess, flatten
+
+# torch, Lightning and MLflow load only once the inputs are known to be good, so a bad
+# override or data file is answered in well under a second.
+if TYPE_CHECKING:
+    from losslab.datamodule import TableDataModule
+    from losslab.models import Ensemble
+    from losslab.stability import Stability
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    outcome: Outcome
+    probes: dict[str, float]
+    stability: Stability | None
+    curves: dict[str, np.ndarray]
+
+
+@dataclass
+class VariantResult:
+    info: VariantInfo
+    cfg: DictConfig
+    seeds: list[SeedResult]
+    runs: RunGroup | None = None
+
+    @property
+    def expected_rate(self) -> float:
+        """Fraction of seeds whose outcome is one the config declares for this variant."""
+        hits = [s.outcome.label in self.info.expect_outcome for s in self.seeds]
+        return sum(hits) / len(hits)
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of seeds that converged (for a fix: that the fix worked)."""
+        return sum(s.outcome.label == "converged" for s in self.seeds) / len(self.seeds)
+
+    def summary(self) -> dict:
+        """The DVC metrics entry for this variant (numbers, and null for non-finite)."""
+        counts: dict[str, int] = {}
+        for s in self.seeds:
+            counts[s.outcome.label] = counts.get(s.outcome.label, 0) + 1
+
+        def median(values: list[float | None]) -> float | None:
+            vals = [v for v in values if v is not None]
+            return finite_or_none(statistics.median(vals)) if len(vals) == len(values) else None
+
+        out = {
+            "role": self.info.role,
+            "expected": "|".join(self.info.expect_outcome),
+            "expected_rate": self.expected_rate,
+            "success_rate": self.success_rate,
+            "outcomes": counts,
+            "median_final_loss": median([finite_or_none(s.outcome.final_loss) for s in self.seeds]),
+            "diverged_seeds": sum(s.outcome.diverged_epoch is not None for s in self.seeds),
+            "first_inf_epoch": _min([s.outcome.first_inf_epoch for s in self.seeds]),
+            "first_nan_epoch": _min([s.outcome.first_nan_epoch for s in self.seeds]),
+            "lr": float(self.cfg.optimizer.lr),
+        }
+        for name in self.seeds[0].probes:
+            out[name] = median([finite_or_none(s.probes[name]) for s in self.seeds])
+        stab = [s.stability for s in self.seeds if s.stability is not None]
+        if stab:
+            out["lambda_max"] = statistics.median(s.lambda_max for s in stab)
+            out["critical_lr"] = statistics.median(s.critical_lr for s in stab)
+            out["min_diverging_n"] = stab[0].min_diverging_n
+        return out
+
+
+def _min(values: list[int | None]) -> int | None:
+    vals = [v for v in values if v is not None]
+    return min(vals) if vals else None
+
+
+@dataclass
+class ScenarioResult:
+    scenario: str
+    variants: list[VariantResult] = field(default_factory=list)
+    experiment_id: str = ""
+    compare_url: str = ""
+    ui_command: str = ""
+    outputs: list[Path] = field(default_factory=list)
+
+
+# --- prepare ---------------------------------------------------------------------------
+
+
+def prepare(overrides: list[str]) -> list[Path]:
+    """Write every data set the scenario declares to data/<scenario>/<name>.csv."""
+    cfg = compose(overrides)
+    root = Path(cfg.paths.root)
+    written = []
+    for name, gen in (cfg.get("datasets") or {}).items():
+        path = root / "data" / cfg.scenario.name / f"{name}.csv"
+        write_table(path, instantiate(gen))
+        written.append(path)
+    return written
+
+
+# --- run -------------------------------------------------------------------------------
+
+
+def quiet_lightning() -> None:
+    """Keep stdout for the verdicts: Lightning's banners and tips say nothing here."""
+    for name in ("pytorch_lightning", "lightning", "lightning_fabric", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="pytorch_lightning")
+    warnings.filterwarnings("ignore", module="lightning_fabric")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def run(overrides: list[str]) -> ScenarioResult:
+    """Run a scenario's variants (all of them, or the one named by `variant=`).
+
+    Running all of them writes the scenario's DVC outputs (metrics, plots, figure);
+    a single variant only goes to MLflow.
+    """
+    root = project_root()
+    base = compose(overrides, root)
+    scenario = base.scenario.name
+    chosen = [o for o in overrides if o.startswith("variant=")]
+    names = [base.variant.name] if chosen else variants_of(root, scenario)
+    rest = [o for o in overrides if not o.startswith("variant=")]
+    cfgs = [base] if chosen else [compose([*rest, f"variant={scenario}/{n}"], root) for n in names]
+
+    # Pre-flight: every input checked before a single run is created.
+    for cfg in cfgs:
+        load_table(root / cfg.data.path, [*cfg.data.inputs, *cfg.data.targets])
+    tracker = TrackerProcess.open(base)  # connects while we import Lightning below
+    try:
+        modules = [instantiate(cfg.data, root=str(root)) for cfg in cfgs]
+        for dm in modules:
+            dm.setup()
+        experiment_id = tracker.experiment(scenario)  # unreachable store: fails here, before training
+
+        quiet_lightning()
+        if base.trainer.accelerator != "cpu":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        result = ScenarioResult(scenario, experiment_id=experiment_id, ui_command=tracker.ui_command())
+        for cfg, dm in zip(cfgs, modules, strict=True):
+            result.variants.append(train_variant(cfg, dm, tracker, experiment_id))
+        if not chosen:
+            _write_outputs(result, root, tracker)
+        groups = tracker.close()
+    except BaseException:
+        tracker.abort()
+        raise
+    for v in result.variants:
+        v.runs = groups.get(v.info.name)
+    parents = [v.runs.parent for v in result.variants if v.runs]
+    result.compare_url = tracker.compare_url(experiment_id, parents)
+    return result
+
+
+def _write_outputs(result: ScenarioResult, root: Path, tracker: TrackerProcess) -> None:
+    from losslab.report import output_paths, write_data_outputs
+
+    write_data_outputs(result, root)
+    figure = output_paths(root, result.scenario)[2]
+    from losslab.report import scenario_title, series
+
+    tracker.figure(
+        "scenario_figure", [series(v) for v in result.variants], scenario_title(result), dest=str(figure)
+    )
+    result.outputs = list(output_paths(root, result.scenario))
+
+
+def train_variant(
+    cfg: DictConfig, dm: TableDataModule, tracker: TrackerProcess, experiment_id: str
+) -> VariantResult:
+    """Fit all seeds of one variant as one ensemble and record what happened."""
+    import pytorch_lightning as pl
+
+    from losslab.health import HealthRecorder
+    from losslab.models import Ensemble
+    from losslab.module import EnsembleModule
+
+    info = VariantInfo.of(cfg)
+    seeds = list(cfg.seeds)
+    pl.seed_everything(seeds[0], workers=True, verbose=False)
+    dm.bind(seeds)
+    net = Ensemble(instantiate(cfg.model), seeds)
+    loss_fn = instantiate(cfg.loss)
+    module = EnsembleModule(net, loss_fn, instantiate(cfg.optimizer))
+    stability = _stability(cfg, net, loss_fn, dm)
+
+    tags = {
+        "scenario": info.scenario,
+        "variant": info.name,
+        "role": info.role,
+        "description": info.description,
+        "mlflow.note.content": info.description,
+        "source": cfg.scenario.source,
+    }
+    tracker.start(info.name, experiment_id, info.name, tags, seeds)
+    health = HealthRecorder()
+    try:
+        trainer = pl.Trainer(
+            max_epochs=epochs(cfg),
+            accelerator=cfg.trainer.accelerator,
+            devices=cfg.trainer.devices,
+            deterministic=cfg.trainer.deterministic,
+            precision=cfg.trainer.precision,
+            callbacks=[health],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(module, datamodule=dm)
+        records = health.records()
+        probes = _probes(cfg, net, dm)
+    except BaseException as e:
+        tracker.end(info.name, "KILLED" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "FAILED")
+        raise
+
+    rule = cfg.scenario.outcome
+    results = []
+    for i, seed in enumerate(seeds):
+        outcome = classify(records["loss"][i], rule.converge_below, rule.improve_factor)
+        results.append(
+            SeedResult(
+                seed=seed,
+                outcome=outcome,
+                probes={k: float(v[i]) for k, v in probes.items()},
+                stability=stability[i] if stability else None,
+                curves={k: v[i] for k, v in records.items()},
+            )
+        )
+    variant = VariantResult(info, cfg, results)
+    _log_variant(tracker, variant, records)
+    return variant
+
+
+def _stability(cfg: DictConfig, net: Ensemble, loss_fn, dm: TableDataModule) -> list[Stability] | None:
+    """2/λ_max per replica at its initial weights; the size scan on the first replica."""
+
+    from losslab.stability import analyse
+
+    spec = cfg.scenario.get("stability") or {}
+    if not spec.get("enabled", False):
+        return None
+    lr = float(cfg.optimizer.lr)
+    out = []
+    for i in range(len(net.seeds)):
+        scan = i == 0 and spec.get("prefix_scan", False)
+        full_x, full_y = dm.full_data() if scan else (None, None)
+        out.append(analyse(net.template, net.replica(i), loss_fn, dm.x, dm.y, lr, full_x, full_y))
+    return out
+
+
+def _probes(cfg: DictConfig, net: Ensemble, dm: TableDataModule) -> dict[str, np.ndarray]:
+    """Each replica's prediction at the scenario's probe inputs (e.g. x = 25)."""
+
+    import torch
+
+    out = {}
+    device = next(net.parameters()).device
+    for name, spec in (cfg.scenario.get("probes") or {}).items():
+        x = dm.encode(torch.tensor([[float(spec.x)]])).to(device)
+        with torch.no_grad():
+            pred = net(x.expand(len(net.seeds), 1, 1))
+        out[name] = pred.reshape(len(net.seeds), -1)[:, 0].double().cpu().numpy()
+    return out
+
+
+def _log_variant(tracker: TrackerProcess, v: VariantResult, records: dict[str, np.ndarray]) -> None:
+    """Queue everything MLflow gets for one variant.
+
+    Parent run (what the compare view lines up): the config as params, per-epoch medians
+    over seeds of every health record, the rates, the config and figure artifacts, and
+    every seed's every per-epoch value as curves.csv. Seed runs: their loss curve,
+    outcome and numbers. (Every series of every seed as MLflow metrics would be ~45k
+    sqlite rows for `linear` alone, several seconds of writes for what curves.csv holds.)
+    """
+    params = flatten(v.cfg)
+    summary = v.summary()
+    key = v.info.name
+    for s in v.seeds:
+        o = s.outcome
+        tags = {"outcome": o.label}
+        if o.first_inf_epoch:
+            tags["first_inf_epoch"] = str(o.first_inf_epoch)
+        if o.first_nan_epoch:
+            tags["first_nan_epoch"] = str(o.first_nan_epoch)
+        metrics = {"initial_loss": o.initial_loss, "final_loss": o.final_loss, **s.probes}
+        if s.stability:
+            metrics.update(lambda_max=s.stability.lambda_max, critical_lr=s.stability.critical_lr)
+        seed_params = {**params, "seed": str(s.seed)}
+        tracker.log(
+            key, s.seed, params=seed_params, tags=tags, summary=metrics, curves={"loss": s.curves["loss"]}
+        )
+
+    counts = summary["outcomes"]
+    tags = {"outcome": ", ".join(f"{k} {n}/{len(v.seeds)}" for k, n in counts.items())}
+    for name in ("first_inf_epoch", "first_nan_epoch"):
+        if summary[name] is not None:
+            tags[name] = str(summary[name])
+    numbers = {
+        k: summary[k]
+        for k in (
+            "expected_rate",
+            "success_rate",
+            "median_final_loss",
+            "lambda_max",
+            "critical_lr",
+            "min_diverging_n",
+            *v.seeds[0].probes,
+        )
+        if summary.get(k) is not None
+    }
+    # Median over seeds; a diverged seed makes it NaN rather than being hidden.
+    curves = {k: np.median(a, axis=0) for k, a in records.items()}
+    tracker.log(key, params=params, tags=tags, summary=numbers, curves=curves)
+    tracker.artifact_text(key, OmegaConf.to_yaml(_public(v.cfg)), "config.yaml")
+    tracker.artifact_text(key, _curves_csv(v, records), "curves.csv")
+    from losslab.report import series
+
+    title = f"{v.info.scenario} / {v.info.name}"
+    tracker.figure("variant_figure", series(v), title, key=key, dest="loss_curve.png")
+    tracker.end(key)
+
+
+def _curves_csv(v: VariantResult, records: dict[str, np.ndarray]) -> str:
+    names = list(records)
+    lines = [",".join(["seed", "epoch", *names])]
+    for i, s in enumerate(v.seeds):
+        for e in range(records[names[0]].shape[1]):
+            lines.append(",".join([str(s.seed), str(e + 1), *(repr(float(records[n][i, e])) for n in names)]))
+    return "\n".join(lines) + "\n"
+
+
+def _public(cfg: DictConfig) -> DictConfig:
+    """The composed config without tracking settings (URIs may carry credentials)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(c, dict)
+    c.pop("tracking", None)
+    c.pop("paths", None)
+    return OmegaConf.create(c)
+
+
+def require_scenarios(root: Path, names: list[str]) -> None:
+    from losslab.config import available
+
+    known = available(root, "scenario")
+    for n in names:
+        if n not in known:
+            raise LosslabError(f"unknown scenario '{n}' (available: {', '.join(known)})")
