@@ -81,7 +81,10 @@ def time_stage(scenario: str) -> float:
         t = time.perf_counter()
         subprocess.run(
             [str(BIN / "losslab"), "run", f"scenario={scenario}", "--params", str(proj / "params.yaml")],
-            cwd=proj, env=env, check=True, capture_output=True,
+            cwd=proj,
+            env=env,
+            check=True,
+            capture_output=True,
         )
         return time.perf_counter() - t
 
@@ -134,8 +137,14 @@ def per_epoch(epochs: int = 500) -> dict[str, float]:
 
     module = EnsembleModule(Ensemble(factory, [0]), torch.nn.MSELoss(), lambda p: torch.optim.SGD(p, lr=1e-4))
     trainer = pl.Trainer(
-        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, deterministic=True, callbacks=[HealthRecorder()],
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+        callbacks=[HealthRecorder()],
     )
     t = time.perf_counter()
     trainer.fit(module, datamodule=dm)
@@ -175,8 +184,9 @@ def main() -> None:
 
     e = per_epoch()
     print(f"per epoch, bare loop        : {e['bare'] * 1e6:8.1f} µs")
-    print(f"per epoch, Lightning+health : {e['lightning'] * 1e6:8.1f} µs  ({e['lightning'] / e['bare']:.1f}× bare)")
-    print(f"MLflow sqlite, per point    : {e['mlflow_point'] * 1e6:8.1f} µs  (written off the training process)")
+    ratio = e["lightning"] / e["bare"]
+    print(f"per epoch, Lightning+health : {e['lightning'] * 1e6:8.1f} µs  ({ratio:.1f}× bare)")
+    print(f"MLflow sqlite, per point    : {e['mlflow_point'] * 1e6:8.1f} µs  (off the training process)")
 
 
 if __name__ == "__main__":

@@ -148,10 +148,18 @@ def cmd_ui(args: argparse.Namespace) -> int:
 # --- wiring -----------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other losslab error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="losslab", description=__doc__.split("\n")[0])
+    p = _Parser(prog="losslab", description=__doc__.split("\n")[0])
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sp = sub.add_parser("prepare", help="write a scenario's data sets under data/")
     sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scenario=linear")

@@ -86,3 +86,18 @@ def load_table(path: Path, columns: list[str]) -> Columns:
                 raise LosslabError(f"data file {path}: line {r} column {c} is {cell} (not finite)")
             out[c][r - 2] = v
     return out
+
+
+def read_xy(
+    path: Path, inputs: list[str], targets: list[str], n_points: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs [N, len(inputs)] and targets [N, len(targets)] of a checked table (all rows).
+
+    `n_points` is checked here (not applied), so a bad value is caught before training.
+    """
+    cols = load_table(path, [*inputs, *targets])
+    x = np.stack([cols[c] for c in inputs], axis=1)
+    y = np.stack([cols[c] for c in targets], axis=1)
+    if n_points is not None and n_points > len(x):
+        raise LosslabError(f"data.n_points={n_points} but {path} has only {len(x)} rows")
+    return x, y

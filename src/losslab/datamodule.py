@@ -6,12 +6,10 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from losslab.data import load_table
-from losslab.errors import LosslabError
+from losslab.data import read_xy
 
 # --- batches for an ensemble ---------------------------------------------------------
 
@@ -83,13 +81,9 @@ class TableDataModule(pl.LightningDataModule):
         """Load and check the table once; safe to call again (Lightning does)."""
         if self.x is not None:
             return
-        cols = load_table(self.path, self.inputs + self.targets)
-        x = np.stack([cols[c] for c in self.inputs], axis=1)
-        y = np.stack([cols[c] for c in self.targets], axis=1)
+        x, y = read_xy(self.path, self.inputs, self.targets, self.n_points)
         self._full = (x, y)
         if self.n_points is not None:
-            if self.n_points > len(x):
-                raise LosslabError(f"data.n_points={self.n_points} but {self.path} has only {len(x)} rows")
             x, y = x[: self.n_points], y[: self.n_points]
         self.raw_x = torch.tensor(x, dtype=torch.float32)
         self.mean = self.raw_x.mean(0)

@@ -43,7 +43,7 @@ class HealthRecorder(pl.Callback):
         if self._grad_norms:
             self._add("grad_norm", torch.stack(self._grad_norms).mean(0))
         lr = trainer.optimizers[0].param_groups[0]["lr"]
-        self._add("lr", torch.full((len(pl_module.net.seeds),), float(lr)))
+        self._add("lr", torch.full((len(pl_module.net.seeds),), float(lr), dtype=torch.float64))
         for name, p in self._scalars(pl_module).items():
             self._add(name, p.detach().reshape(-1))
 

@@ -92,7 +92,7 @@ def output_paths(root: Path, name: str) -> tuple[Path, Path, Path]:
 def write_data_outputs(result: ScenarioResult, root: Path) -> None:
     """metrics/<s>.json and plots/<s>.csv (per-epoch loss, long format)."""
     metrics, plots, _ = output_paths(root, result.scenario)
-    atomic_write(metrics, json.dumps(metrics_document(result), indent=2, sort_keys=True) + "\n")
+    atomic_write(metrics, json.dumps(metrics_document(result), indent=2) + "\n")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["variant", "seed", "epoch", "loss"])

@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from losslab.config import VariantInfo, compose, epochs, project_root, variants_of
-from losslab.data import load_table, write_table
+from losslab.data import read_xy, write_table
 from losslab.errors import LosslabError
 from losslab.outcome import Outcome, classify, finite_or_none
 from losslab.tracking import RunGroup, TrackerProcess, flatten
@@ -150,7 +150,7 @@ def run(overrides: list[str]) -> ScenarioResult:
 
     # Pre-flight: every input checked before a single run is created.
     for cfg in cfgs:
-        load_table(root / cfg.data.path, [*cfg.data.inputs, *cfg.data.targets])
+        read_xy(root / cfg.data.path, list(cfg.data.inputs), list(cfg.data.targets), cfg.data.n_points)
     tracker = TrackerProcess.open(base)  # connects while we import Lightning below
     try:
         modules = [instantiate(cfg.data, root=str(root)) for cfg in cfgs]
@@ -207,7 +207,6 @@ def train_variant(
     net = Ensemble(instantiate(cfg.model), seeds)
     loss_fn = instantiate(cfg.loss)
     module = EnsembleModule(net, loss_fn, instantiate(cfg.optimizer))
-    stability = _stability(cfg, net, loss_fn, dm)
 
     tags = {
         "scenario": info.scenario,
@@ -220,6 +219,7 @@ def train_variant(
     tracker.start(info.name, experiment_id, info.name, tags, seeds)
     health = HealthRecorder()
     try:
+        stability = _stability(cfg, net, loss_fn, dm)
         trainer = pl.Trainer(
             max_epochs=epochs(cfg),
             accelerator=cfg.trainer.accelerator,
@@ -236,9 +236,14 @@ def train_variant(
         trainer.fit(module, datamodule=dm)
         records = health.records()
         probes = _probes(cfg, net, dm)
-    except BaseException as e:
-        tracker.end(info.name, "KILLED" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "FAILED")
+    except (KeyboardInterrupt, SystemExit):
+        tracker.end(info.name, "KILLED")
         raise
+    except Exception as e:  # a config that composes but cannot train (shapes, dtypes, …)
+        tracker.end(info.name, "FAILED")
+        lines = str(e).strip().splitlines()
+        detail = f"{type(e).__name__}: {lines[0] if lines else ''}"
+        raise LosslabError(f"training {info.scenario}/{info.name} failed: {detail}") from e
 
     rule = cfg.scenario.outcome
     results = []

@@ -144,8 +144,13 @@ class Tracker:
     """Thin layer over MlflowClient that knows losslab's run layout."""
 
     def __init__(self, uri: str, ui_url: str, root: Path) -> None:
+        import logging
+
         from mlflow import MlflowClient
 
+        # mlflow sets its loggers up on import; store migrations announce themselves at INFO.
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.uri, self.ui_url, self.root = uri, ui_url.rstrip("/"), root
         self.client = MlflowClient(tracking_uri=uri)
         self.commit = git_commit(root)
@@ -334,7 +339,7 @@ class _Writer:
 
     def figure(self, fn: str, args: tuple, key: str | None, dest: str) -> None:
         """Render figures.<fn>(*args) to PNG: an artifact of `key`'s parent run, or a file."""
-        from losslab import figures, report  # noqa: F401  (report: atomic_write)
+        from losslab import figures, report
 
         data = figures.png(getattr(figures, fn)(*args))
         if key is None:

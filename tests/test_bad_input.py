@@ -1,0 +1,132 @@
+"""Bad input: one line on stderr naming the problem, non-zero exit, nothing left RUNNING.
+
+Runs the real CLI in a temp project against a real sqlite MLflow store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from projects import run_cli
+
+CASES = [
+    # (id, args, file edits, expected fragment of the one stderr line)
+    ("unknown-scenario", ["scenario=nope"], {}, "unknown scenario 'nope' (available: linear"),
+    ("unknown-variant", ["scenario=linear", "variant=nope"], {}, "unknown variant 'nope'"),
+    ("malformed-override", ["optimizer.lr=="], {}, "invalid override"),
+    ("unknown-key", ["optimiser.lr=0.1"], {}, "invalid override"),
+    ("lr-zero", ["optimizer.lr=0"], {}, "optimizer.lr must be a positive finite number, got 0"),
+    ("lr-negative", ["optimizer.lr=-0.1"], {}, "optimizer.lr must be a positive finite number"),
+    ("lr-nan", ["optimizer.lr=nan"], {}, "got nan"),
+    ("lr-text", ["optimizer.lr=fast"], {}, "got 'fast'"),
+    ("epochs-negative", ["fit.epochs=-1"], {}, "fit.epochs must be a positive integer"),
+    ("seeds-not-int", ["seeds=[0,1.5]"], {}, "seeds must be non-negative integers"),
+    ("n-points-too-many", ["variant=ten_points", "data.n_points=99"], {}, "only 20 rows"),
+    ("missing-data", [], {"data/linear/points.csv": None}, "missing data file"),
+    ("truncated-data", [], {"data/linear/points.csv": "x,y\n1.0,0.5\n2.0\n"}, "line 3 has 1 fields"),
+    ("text-in-data", [], {"data/linear/points.csv": "x,y\n1.0,oops\n"}, "'oops' is not a number"),
+    ("nan-in-data", [], {"data/linear/points.csv": "x,y\n1.0,nan\n"}, "(not finite)"),
+    ("wrong-columns", [], {"data/linear/points.csv": "a,b\n1,2\n"}, "lacks column(s) x, y"),
+    ("server-unreachable", ["tracking.uri=http://127.0.0.1:9"], {}, "unreachable"),
+    ("uri-malformed", ["tracking.uri=not-a-uri"], {}, "malformed tracking URI"),
+    ("uri-scheme", ["tracking.uri=ftp://127.0.0.1/x"], {}, "unsupported tracking URI scheme"),
+    ("store-dir-missing", ["tracking.uri=sqlite:////nonexistent/dir/m.db"], {}, "does not exist"),
+    ("bad-params-file", ["--params", "nope.yaml"], {}, "cannot read params file"),
+    ("unknown-option", ["--frobnicate"], {}, "unrecognized arguments"),
+    ("shape-mismatch", ["model.sizes=[2,1]"], {}, "training linear/broken failed"),
+]
+
+
+def _statuses(project: Path) -> list[str]:
+    """Run statuses read with plain sqlite while a run may still be creating the store
+    (a second MLflow client would race its schema migration)."""
+    import sqlite3
+
+    db = project / "mlflow.db"
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return [row[0] for row in con.execute("SELECT status FROM runs")]
+    except sqlite3.OperationalError:  # not created yet
+        return []
+
+
+def _runs(project: Path) -> list:
+    db = project / "mlflow.db"
+    if not db.exists():
+        return []
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    return mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+@pytest.mark.parametrize(("args", "edits", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input(project: Path, args: list[str], edits: dict, message: str) -> None:
+    for rel, content in edits.items():
+        if content is None:
+            (project / rel).unlink()
+        else:
+            (project / rel).write_text(content)
+    before = (project / "metrics" / "linear.json").read_bytes()
+    r = run_cli(
+        project, "run", *(["scenario=linear"] if not any("scenario=" in a for a in args) else []), *args
+    )
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("losslab: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in r.stdout + r.stderr
+    assert all(run.info.status != "RUNNING" for run in _runs(project))
+    assert (project / "metrics" / "linear.json").read_bytes() == before  # no output claimed
+
+
+def test_training_failure_marks_runs_failed(project: Path) -> None:
+    r = run_cli(project, "run", "scenario=linear", "model.sizes=[2,1]")
+    assert r.returncode == 2
+    runs = _runs(project)
+    assert runs, "runs are created before training"
+    assert {run.info.status for run in runs} == {"FAILED"}
+
+
+def test_debug_shows_the_traceback(project: Path) -> None:
+    r = run_cli(project, "--debug", "run", "scenario=linear", "optimizer.lr=0")
+    assert "Traceback" in r.stderr and r.returncode == 2
+
+
+def test_sigkill_midway_leaves_no_run_running(project: Path) -> None:
+    """The tracking writer sees the trainer die and marks its runs KILLED."""
+    import subprocess
+
+    from projects import BIN, cli_env
+
+    proc = subprocess.Popen(
+        [str(BIN / "losslab"), "run", "scenario=linear", "variant=broken", "fit.epochs=2000000"],
+        cwd=project,
+        env=cli_env(project),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if _statuses(project) == ["RUNNING"] * 6:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("runs never started")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 60
+        while time.time() < deadline and "RUNNING" in _statuses(project):
+            time.sleep(0.5)
+        assert {r.info.status for r in _runs(project)} == {"KILLED"}
+    finally:
+        if proc.poll() is None:
+            proc.kill()

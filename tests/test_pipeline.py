@@ -1,0 +1,118 @@
+"""End to end in a temp git repo: real `dvc repro`, real sqlite MLflow store, `losslab verify`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from projects import copy_project, git, run_cli, run_tool
+
+pytestmark = pytest.mark.slow
+
+
+def ok(r) -> str:
+    assert r.returncode == 0, f"{r.args}\n{r.stdout}\n{r.stderr}"
+    return r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    proj = copy_project(tmp_path_factory.mktemp("clone") / "repo", init_git=True)
+    out = ok(run_tool(proj, "dvc", "repro", "--force"))
+    for stage in ("prepare@linear", "train@linear", "report"):
+        assert f"Running stage '{stage}'" in out
+    assert "compare linear runs: http://127.0.0.1:5000/#/compare-runs?runs=" in out
+    return proj
+
+
+def test_outputs(repo: Path) -> None:
+    doc = json.loads((repo / "metrics" / "linear.json").read_text())
+    v = doc["variants"]
+    assert list(v) == ["broken", "adam", "sgd_small_lr", "standardized", "ten_points"]
+    assert v["broken"]["outcomes"] == {"diverged": 5} and v["broken"]["first_inf_epoch"] is not None
+    assert v["broken"]["critical_lr"] == pytest.approx(2 / 288.539, rel=1e-4)
+    assert v["broken"]["min_diverging_n"] == 17
+    assert v["standardized"]["pred_x25"] == pytest.approx(12.5, abs=0.01)
+    assert v["sgd_small_lr"]["success_rate"] == 1.0
+    plots = (repo / "plots" / "linear.csv").read_text().splitlines()
+    assert plots[0] == "variant,seed,epoch,loss" and len(plots) == 1 + 5 * 5 * 500
+    assert (repo / "reports" / "linear.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| broken | broken | diverged 5 |" in (repo / "reports" / "summary.md").read_text()
+
+
+def test_mlflow_runs(repo: Path) -> None:
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("linear")
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 5 and len(children) == 25
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    by_variant = {r.data.tags["variant"]: r for r in parents}
+    broken = by_variant["broken"]
+    for tag in ("scenario", "variant", "role", "description", "source", "git_commit", "outcome"):
+        assert broken.data.tags[tag], tag
+    assert broken.data.tags["role"] == "broken" and by_variant["adam"].data.tags["role"] == "fix"
+    assert broken.data.tags["outcome"] == "diverged 5/5"
+    assert int(broken.data.tags["first_inf_epoch"]) < int(broken.data.tags["first_nan_epoch"])
+    assert broken.data.params["optimizer.lr"] == "0.01"
+    assert broken.data.metrics["critical_lr"] == pytest.approx(0.00693, rel=1e-3)
+
+    client = mlflow.MlflowClient()
+    fix = by_variant["sgd_small_lr"]
+    for key in ("loss", "grad_norm", "weight", "bias"):
+        hist = client.get_metric_history(fix.info.run_id, key)
+        assert [m.step for m in hist] == list(range(1, 501)), key
+    lr = client.get_metric_history(fix.info.run_id, "lr")
+    assert [m.step for m in lr] == [1, 500] and {m.value for m in lr} == {1e-4}  # constant: 2 points
+    assert "pred_x25" in fix.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(fix.info.run_id)}
+    assert {"config.yaml", "loss_curve.png", "curves.csv"} <= artifacts
+
+    seed_runs = [r for r in children if r.data.tags["mlflow.parentRunId"] == broken.info.run_id]
+    assert len(seed_runs) == 5
+    for r in seed_runs:
+        assert r.data.tags["outcome"] == "diverged" and "first_inf_epoch" in r.data.tags
+        loss = client.get_metric_history(r.info.run_id, "loss")
+        assert loss[-1].step == 500  # the NaN tail is kept, compressed to its ends
+        first_inf = int(r.data.tags["first_inf_epoch"])
+        assert [m.step for m in loss[:first_inf]] == list(range(1, first_inf + 1))
+
+
+def test_incremental_determinism_verify_and_experiments(repo: Path) -> None:
+    before = (repo / "metrics" / "linear.json").read_bytes()
+
+    out = ok(run_tool(repo, "dvc", "repro"))
+    assert "Running stage" not in out and "up to date" in out
+
+    adam = repo / "conf" / "variant" / "linear" / "adam.yaml"
+    adam.write_text(adam.read_text().replace("Adam at the Keras default", "Adam at Keras's default"))
+    status = ok(run_tool(repo, "dvc", "status"))
+    assert "train@linear" in status and "prepare@linear" not in status
+    out = ok(run_tool(repo, "dvc", "repro"))
+    assert "Running stage 'train@linear'" in out and "Running stage 'prepare@linear'" not in out
+    # A second cold run of every variant: byte-identical metrics.
+    assert (repo / "metrics" / "linear.json").read_bytes() == before
+
+    assert "variants.broken.first_inf_epoch" in ok(run_tool(repo, "dvc", "metrics", "show"))
+    ok(run_tool(repo, "dvc", "metrics", "diff"))
+
+    r = run_cli(repo, "verify")
+    assert r.returncode == 0 and "5 passed, 0 failed" in r.stdout
+    broken = repo / "conf" / "variant" / "linear" / "broken.yaml"
+    good = broken.read_text()
+    broken.write_text(good.replace("outcome: diverged", "outcome: converged"))
+    r = run_cli(repo, "verify")
+    assert r.returncode == 1 and "FAIL" in r.stdout and "1 failed" in r.stdout
+    broken.write_text(good)
+
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "reword adam")
+    ok(run_tool(repo, "dvc", "exp", "run", "-S", "seeds=[3,7]", "-S", "epochs_scale=0.5"))
+    doc = json.loads((repo / "metrics" / "linear.json").read_text())
+    assert sum(doc["variants"]["broken"]["outcomes"].values()) == 2
+    plots = (repo / "plots" / "linear.csv").read_text().splitlines()
+    assert len(plots) == 1 + 5 * 2 * 250
