@@ -109,13 +109,12 @@ def per_epoch(epochs: int = 500) -> dict[str, float]:
     import logging
     import warnings
 
-    import pytorch_lightning as pl
     import torch
 
     from losslab.datamodule import TableDataModule
     from losslab.health import HealthRecorder
     from losslab.models import Ensemble, mlp
-    from losslab.module import EnsembleModule
+    from losslab.module import EnsembleModule, make_trainer
 
     warnings.filterwarnings("ignore")
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
@@ -136,16 +135,7 @@ def per_epoch(epochs: int = 500) -> dict[str, float]:
     bare = (time.perf_counter() - t) / epochs
 
     module = EnsembleModule(Ensemble(factory, [0]), torch.nn.MSELoss(), lambda p: torch.optim.SGD(p, lr=1e-4))
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        deterministic=True,
-        callbacks=[HealthRecorder()],
-    )
+    trainer = make_trainer(epochs, [HealthRecorder()])
     t = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     lightning = (time.perf_counter() - t) / epochs

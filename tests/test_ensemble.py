@@ -6,13 +6,12 @@ import math
 from functools import partial
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from losslab.datamodule import TableDataModule
 from losslab.health import HealthRecorder
 from losslab.models import Ensemble, mlp
-from losslab.module import EnsembleModule
+from losslab.module import EnsembleModule, make_trainer
 from losslab.run import quiet_lightning
 
 SEEDS = [0, 1, 2]
@@ -53,15 +52,7 @@ def test_ensemble_equals_separate_runs(prepared, make_opt) -> None:
     dm.bind(SEEDS)
     module = EnsembleModule(Ensemble(factory, SEEDS), torch.nn.MSELoss(), make_opt)
     health = HealthRecorder()
-    trainer = pl.Trainer(
-        max_epochs=EPOCHS,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[health],
-        deterministic=True,
-    )
+    trainer = make_trainer(EPOCHS, [health])
     trainer.fit(module, datamodule=dm)
     records = health.records()
     for i, seed in enumerate(SEEDS):

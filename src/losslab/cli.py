@@ -92,15 +92,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(text_table(HEADER, table_rows(metrics_document(result))))
     for v in result.variants:
         s = v.summary()
-        if s.get("critical_lr") is not None:
-            verdict = "unstable" if s["lr"] > s["critical_lr"] else "stable"
-            scan = (
-                f", smallest diverging data size {s['min_diverging_n']}" if s.get("min_diverging_n") else ""
-            )
-            print(
-                f"  {v.info.name}: lr {s['lr']:g} vs 2/λ_max {s['critical_lr']:.4g} "
-                f"(λ_max {s['lambda_max']:.4g}) -> {verdict} for full-batch GD{scan}"
-            )
+        if s.get("critical_lr") is None:
+            continue
+        bound = (
+            f"  {v.info.name}: lr {s['lr']:g} vs 2/λ_max {s['critical_lr']:.4g} (λ_max {s['lambda_max']:.4g})"
+        )
+        opt = v.cfg.optimizer
+        if not (opt._target_.endswith(".SGD") and not opt.get("momentum")):
+            name = opt._target_.rsplit(".", 1)[-1]
+            print(f"{bound}: the bound is for plain gradient descent, not {name}")
+            continue
+        verdict = "unstable" if s["lr"] > s["critical_lr"] else "stable"
+        scan = f", smallest diverging data size {s['min_diverging_n']}" if s.get("min_diverging_n") else ""
+        print(f"{bound} -> {verdict}{scan}")
     print(f"\nMLflow UI: {result.ui_command}")
     print(f"compare {result.scenario} runs: {result.compare_url}")
     return 0

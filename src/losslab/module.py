@@ -49,3 +49,18 @@ class EnsembleModule(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters())
+
+
+def make_trainer(epochs: int, callbacks: list[pl.Callback], trainer_cfg: dict | None = None) -> pl.Trainer:
+    """A Trainer for losslab's fits: no checkpoints, bars or logger (tracking is ours)."""
+    opts = {"accelerator": "cpu", "devices": 1, "deterministic": True, **(trainer_cfg or {})}
+    return pl.Trainer(
+        max_epochs=epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **opts,
+    )

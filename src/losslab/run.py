@@ -198,15 +198,15 @@ def train_variant(
 
     from losslab.health import HealthRecorder
     from losslab.models import Ensemble
-    from losslab.module import EnsembleModule
+    from losslab.module import make_trainer
 
     info = VariantInfo.of(cfg)
     seeds = list(cfg.seeds)
     pl.seed_everything(seeds[0], workers=True, verbose=False)
     dm.bind(seeds)
     net = Ensemble(instantiate(cfg.model), seeds)
-    loss_fn = instantiate(cfg.loss)
-    module = EnsembleModule(net, loss_fn, instantiate(cfg.optimizer))
+    module = instantiate(cfg.module, net=net)
+    loss_fn = module.loss_fn
 
     tags = {
         "scenario": info.scenario,
@@ -220,19 +220,7 @@ def train_variant(
     health = HealthRecorder()
     try:
         stability = _stability(cfg, net, loss_fn, dm)
-        trainer = pl.Trainer(
-            max_epochs=epochs(cfg),
-            accelerator=cfg.trainer.accelerator,
-            devices=cfg.trainer.devices,
-            deterministic=cfg.trainer.deterministic,
-            precision=cfg.trainer.precision,
-            callbacks=[health],
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-        )
+        trainer = make_trainer(epochs(cfg), [health], OmegaConf.to_container(cfg.trainer))
         trainer.fit(module, datamodule=dm)
         records = health.records()
         probes = _probes(cfg, net, dm)

@@ -92,11 +92,17 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:
-    """The composed config as MLflow params (dotted keys), minus tracking settings."""
+    """The composed config as MLflow params (dotted keys), minus tracking settings and
+    nodes that only repeat another node (module.loss: ${loss})."""
     data = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(data, dict)
     for private in ("tracking", "paths"):
         data.pop(private, None)
+    for parent, node in cfg.items():
+        if isinstance(node, DictConfig):
+            for key in node:
+                if OmegaConf.is_interpolation(node, key) and isinstance(node[key], DictConfig):
+                    data[parent].pop(key, None)
     out: dict[str, str] = {}
 
     def walk(prefix: str, v: Any) -> None:
