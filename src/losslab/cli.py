@@ -105,6 +105,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         verdict = "unstable" if s["lr"] > s["critical_lr"] else "stable"
         scan = f", smallest diverging data size {s['min_diverging_n']}" if s.get("min_diverging_n") else ""
         print(f"{bound} -> {verdict}{scan}")
+    for v in result.variants:
+        for w in v.warnings:
+            print(f"WARNING {v.info.name}: {w}")
     print(f"\nMLflow UI: {result.ui_command}")
     print(f"compare {result.scenario} runs: {result.compare_url}")
     return 0

@@ -29,6 +29,15 @@ def line(start: float, stop: float, slope: float, step: float = 1.0, intercept: 
     return {"x": x, "y": slope * x + intercept}
 
 
+def xor() -> Columns:
+    """The four XOR points and their targets."""
+    return {
+        "x1": np.array([0.0, 0.0, 1.0, 1.0]),
+        "x2": np.array([0.0, 1.0, 0.0, 1.0]),
+        "y": np.array([0.0, 1.0, 1.0, 0.0]),
+    }
+
+
 # --- CSV files ----------------------------------------------------------------------
 
 

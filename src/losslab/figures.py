@@ -15,16 +15,16 @@ import numpy as np
 
 from losslab.report import Series
 
-COLORS = {"broken": "#d62728"}
+BROKEN = [("#d62728", "-"), ("#8c1c13", "--"), ("#e377c2", ":")]  # warm, and dashed: broken
 PALETTE = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#e377c2"]
 
 
-def _draw(ax: plt.Axes, s: Series, color: str) -> None:
+def _draw(ax: plt.Axes, s: Series, color: str, style: str = "-") -> None:
     """Every seed's loss (thin), and an x at the last finite loss before inf/NaN."""
     for i, (loss, bad) in enumerate(zip(s.losses, s.diverged, strict=True)):
         epochs = np.arange(1, len(loss) + 1)
         finite = np.where(np.isfinite(loss), loss, np.nan)
-        ax.plot(epochs, finite, color=color, lw=1.2, alpha=0.7, label=s.label if i == 0 else None)
+        ax.plot(epochs, finite, color=color, ls=style, lw=1.2, alpha=0.7, label=s.label if i == 0 else None)
         if bad and bad > 1 and np.isfinite(loss[bad - 2]):
             ax.plot([bad - 1], [loss[bad - 2]], marker="x", color=color, ms=9, mew=2)
     ax.set_yscale("log")
@@ -36,7 +36,7 @@ def _draw(ax: plt.Axes, s: Series, color: str) -> None:
 def variant_figure(s: Series, title: str) -> plt.Figure:
     """One variant's seeds, for its MLflow run."""
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    _draw(ax, s, COLORS.get(s.role, PALETTE[0]))
+    _draw(ax, s, *(BROKEN[0] if s.role == "broken" else (PALETTE[0], "-")))
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -46,11 +46,14 @@ def variant_figure(s: Series, title: str) -> plt.Figure:
 def scenario_figure(all_series: list[Series], title: str) -> plt.Figure:
     """Broken vs every fix on one log axis."""
     fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
-    k = 0
+    broken = fixes = 0
     for s in all_series:
-        color = COLORS.get(s.role) or PALETTE[k % len(PALETTE)]
-        k += s.role != "broken"
-        _draw(ax, s, color)
+        if s.role == "broken":
+            _draw(ax, s, *BROKEN[broken % len(BROKEN)])
+            broken += 1
+        else:
+            _draw(ax, s, PALETTE[fixes % len(PALETTE)])
+            fixes += 1
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

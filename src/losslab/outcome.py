@@ -2,7 +2,8 @@
 
 Order of precedence: a non-finite loss anywhere is `diverged` (with the first inf and the
 first NaN epoch, 1-based: epoch 1's loss is the loss before the first update); else a
-final loss below the scenario's threshold is `converged`; else a final loss above the
+final loss below the scenario's threshold (or, where the scenario defines one, a met
+success criterion on the outputs) is `converged`; else a final loss above the
 first is `rising`; else a loss that at least fell by the scenario's factor is `improving`;
 anything else is `stalled`.
 """
@@ -37,13 +38,17 @@ def _first(mask: np.ndarray) -> int | None:
     return int(hits[0]) + 1 if hits.size else None
 
 
-def classify(losses: np.ndarray, converge_below: float, improve_factor: float = 0.5) -> Outcome:
+def classify(
+    losses: np.ndarray, converge_below: float, improve_factor: float = 0.5, solved: bool | None = None
+) -> Outcome:
+    """`solved`, when the scenario defines a success criterion on the outputs (e.g. every
+    XOR output on the right side of 0.5 by a margin), replaces the loss threshold."""
     losses = np.asarray(losses, dtype=np.float64)
     inf_at, nan_at = _first(np.isinf(losses)), _first(np.isnan(losses))
     initial, final = float(losses[0]), float(losses[-1])
     if inf_at is not None or nan_at is not None:
         label = "diverged"
-    elif final < converge_below:
+    elif solved if solved is not None else final < converge_below:
         label = "converged"
     elif final > initial:
         label = "rising"

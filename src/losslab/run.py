@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import statistics
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ class VariantResult:
     cfg: DictConfig
     seeds: list[SeedResult]
     runs: RunGroup | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def expected_rate(self) -> float:
@@ -82,8 +84,13 @@ class VariantResult:
             "first_nan_epoch": _min([s.outcome.first_nan_epoch for s in self.seeds]),
             "lr": float(self.cfg.optimizer.lr),
         }
-        for name in self.seeds[0].probes:
-            out[name] = median([finite_or_none(s.probes[name]) for s in self.seeds])
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        if self.seeds[0].probes:
+            out["probes"] = {
+                name: median([finite_or_none(s.probes[name]) for s in self.seeds])
+                for name in self.seeds[0].probes
+            }
         stab = [s.stability for s in self.seeds if s.stability is not None]
         if stab:
             out["lambda_max"] = statistics.median(s.lambda_max for s in stab)
@@ -132,6 +139,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", module="pytorch_lightning")
     warnings.filterwarnings("ignore", module="lightning_fabric")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message="Using a target size")  # checks.loss_broadcast says it louder
 
 
 def run(overrides: list[str]) -> ScenarioResult:
@@ -196,6 +204,7 @@ def train_variant(
     """Fit all seeds of one variant as one ensemble and record what happened."""
     import pytorch_lightning as pl
 
+    from losslab.checks import before_fit
     from losslab.health import HealthRecorder
     from losslab.models import Ensemble
     from losslab.module import make_trainer
@@ -219,11 +228,15 @@ def train_variant(
     tracker.start(info.name, experiment_id, info.name, tags, seeds)
     health = HealthRecorder()
     try:
+        warnings_found = before_fit(module, dm)
+        for w in warnings_found:
+            print(f"losslab: WARNING [{info.scenario}/{info.name}]: {w}", file=sys.stderr, flush=True)
         stability = _stability(cfg, net, loss_fn, dm)
         trainer = make_trainer(epochs(cfg), [health], OmegaConf.to_container(cfg.trainer))
         trainer.fit(module, datamodule=dm)
         records = health.records()
         probes = _probes(cfg, net, dm)
+        solved = _solved(cfg, net, dm)
     except (KeyboardInterrupt, SystemExit):
         tracker.end(info.name, "KILLED")
         raise
@@ -236,7 +249,9 @@ def train_variant(
     rule = cfg.scenario.outcome
     results = []
     for i, seed in enumerate(seeds):
-        outcome = classify(records["loss"][i], rule.converge_below, rule.improve_factor)
+        outcome = classify(
+            records["loss"][i], rule.converge_below, rule.improve_factor, solved[i] if solved else None
+        )
         results.append(
             SeedResult(
                 seed=seed,
@@ -246,7 +261,7 @@ def train_variant(
                 curves={k: v[i] for k, v in records.items()},
             )
         )
-    variant = VariantResult(info, cfg, results)
+    variant = VariantResult(info, cfg, results, warnings=warnings_found)
     _log_variant(tracker, variant, records)
     return variant
 
@@ -268,19 +283,43 @@ def _stability(cfg: DictConfig, net: Ensemble, loss_fn, dm: TableDataModule) -> 
     return out
 
 
-def _probes(cfg: DictConfig, net: Ensemble, dm: TableDataModule) -> dict[str, np.ndarray]:
-    """Each replica's prediction at the scenario's probe inputs (e.g. x = 25)."""
+def _link(cfg: DictConfig):
+    """Outputs -> the targets' scale: identity, or sigmoid for a model trained on logits."""
+    import torch
 
+    solved = cfg.scenario.outcome.get("solved") or {}
+    return torch.sigmoid if solved.get("link") == "sigmoid" else (lambda t: t)
+
+
+def _probes(cfg: DictConfig, net: Ensemble, dm: TableDataModule) -> dict[str, np.ndarray]:
+    """Each replica's prediction (on the targets' scale) at the scenario's probe inputs."""
     import torch
 
     out = {}
     device = next(net.parameters()).device
+    link = _link(cfg)
     for name, spec in (cfg.scenario.get("probes") or {}).items():
-        x = dm.encode(torch.tensor([[float(spec.x)]])).to(device)
+        raw = spec.x if OmegaConf.is_list(spec.x) else [spec.x]
+        x = dm.encode(torch.tensor([[float(v) for v in raw]])).to(device)
         with torch.no_grad():
-            pred = net(x.expand(len(net.seeds), 1, 1))
+            pred = link(net(x.expand(len(net.seeds), *x.shape)))
         out[name] = pred.reshape(len(net.seeds), -1)[:, 0].double().cpu().numpy()
     return out
+
+
+def _solved(cfg: DictConfig, net: Ensemble, dm: TableDataModule) -> list[bool] | None:
+    """Per replica: is every training output on the right side of 0.5 by the margin?"""
+    import torch
+
+    spec = cfg.scenario.outcome.get("solved")
+    if not spec:
+        return None
+    x = dm.x.to(next(net.parameters()).device)
+    with torch.no_grad():
+        out = _link(cfg)(net(x.expand(len(net.seeds), *x.shape))).reshape(len(net.seeds), -1).cpu()
+    side = torch.where(dm.y.reshape(1, -1) > 0.5, 1.0, -1.0)
+    ok = ((out - 0.5) * side >= spec.margin) & torch.isfinite(out)
+    return ok.all(1).tolist()
 
 
 def _log_variant(tracker: TrackerProcess, v: VariantResult, records: dict[str, np.ndarray]) -> None:
@@ -312,6 +351,8 @@ def _log_variant(tracker: TrackerProcess, v: VariantResult, records: dict[str, n
 
     counts = summary["outcomes"]
     tags = {"outcome": ", ".join(f"{k} {n}/{len(v.seeds)}" for k, n in counts.items())}
+    if v.warnings:
+        tags["warnings"] = " | ".join(v.warnings)
     for name in ("first_inf_epoch", "first_nan_epoch"):
         if summary[name] is not None:
             tags[name] = str(summary[name])
@@ -324,10 +365,10 @@ def _log_variant(tracker: TrackerProcess, v: VariantResult, records: dict[str, n
             "lambda_max",
             "critical_lr",
             "min_diverging_n",
-            *v.seeds[0].probes,
         )
         if summary.get(k) is not None
     }
+    numbers.update({k: p for k, p in (summary.get("probes") or {}).items() if p is not None})
     # Median over seeds; a diverged seed makes it NaN rather than being hidden.
     curves = {k: np.median(a, axis=0) for k, a in records.items()}
     tracker.log(key, params=params, tags=tags, summary=numbers, curves=curves)
