@@ -23,7 +23,13 @@ def test_finite_outcomes() -> None:
     assert classify(np.array([10.0, 1.0, 0.001]), 0.01).label == "converged"
     assert classify(np.array([1.0, 2.0, 3.0]), 0.01).label == "rising"
     assert classify(np.array([10.0, 9.5, 9.5]), 0.01, improve_factor=0.9).label == "stalled"
-    assert classify(np.array([10.0, 5.0, 4.0]), 0.01, improve_factor=0.9).label == "improving"
+    assert classify(np.array([10.0, 5.0, 4.0, 3.0]), 0.01, improve_factor=0.9).label == "improving"
+
+
+def test_a_plateau_after_a_blow_up_is_stalled() -> None:
+    # A ReLU head that dies after an explosive first epoch: lower than epoch 1, but stuck.
+    losses = np.array([1.6e18, 481200.7, 481200.7, 481200.7, 481200.7, 481200.7])
+    assert classify(losses, 0.01).label == "stalled"
 
 
 def test_divergence_wins_over_a_low_final_loss() -> None:

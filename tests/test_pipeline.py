@@ -35,7 +35,7 @@ def test_outputs(repo: Path) -> None:
     assert v["broken"]["outcomes"] == {"diverged": 5} and v["broken"]["first_inf_epoch"] is not None
     assert v["broken"]["critical_lr"] == pytest.approx(2 / 288.539, rel=1e-4)
     assert v["broken"]["min_diverging_n"] == 17
-    assert v["standardized"]["probes"]["pred_x25"] == pytest.approx(12.5, abs=0.01)
+    assert v["standardized"]["numbers"]["pred_x25"] == pytest.approx(12.5, abs=0.01)
     assert v["sgd_small_lr"]["success_rate"] == 1.0
     plots = (repo / "plots" / "linear.csv").read_text().splitlines()
     assert plots[0] == "variant,seed,epoch,loss" and len(plots) == 1 + 5 * 5 * 500

@@ -29,6 +29,12 @@ def line(start: float, stop: float, slope: float, step: float = 1.0, intercept: 
     return {"x": x, "y": slope * x + intercept}
 
 
+def normal_line(n: int, slope: float, seed: int) -> Columns:
+    """x ~ N(0, 1) (n draws from a seeded generator) and y = slope·x."""
+    x = np.random.default_rng(seed).standard_normal(n)
+    return {"x": x, "y": slope * x}
+
+
 def xor() -> Columns:
     """The four XOR points and their targets."""
     return {

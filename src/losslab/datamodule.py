@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from losslab.data import read_xy
+from losslab.errors import LosslabError
 
 # --- batches for an ensemble ---------------------------------------------------------
 
@@ -54,7 +55,13 @@ class ReplicaBatches:
 
 
 class TableDataModule(pl.LightningDataModule):
-    """A table of inputs and targets from data/, prepared the way the scenario says."""
+    """A table of inputs and targets from data/, split and scaled the way the scenario says.
+
+    Keras semantics where a port needs them: `split.train` keeps the first rows for
+    fitting (the rest is the held-out test set) and `split.val_fraction` takes the *last*
+    part of those, unshuffled, for validation (`validation_split`). Scaling statistics
+    come from the training rows only.
+    """
 
     def __init__(
         self,
@@ -62,45 +69,76 @@ class TableDataModule(pl.LightningDataModule):
         inputs: list[str],
         targets: list[str],
         n_points: int | None = None,
-        standardize: bool = False,
+        scale: str | None = None,
         batch_size: int | None = None,
         shuffle: bool = False,
         target_shape: str = "column",
+        split: dict | None = None,
         root: str = ".",
     ) -> None:
         super().__init__()
+        if scale not in (None, "standardize", "minmax"):
+            raise LosslabError(f"data.scale must be null, standardize or minmax; got {scale!r}")
         self.path = Path(root) / path
         self.inputs, self.targets = list(inputs), list(targets)
-        self.n_points, self.standardize = n_points, standardize
+        self.n_points, self.scale = n_points, scale
         self.batch_size, self.shuffle = batch_size, shuffle
         self.target_shape = target_shape
+        self.split = dict(split or {})
         self.seeds: list[int] = [0]
         self.x: torch.Tensor | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        """Load and check the table once; safe to call again (Lightning does)."""
+        """Load, split and scale once; safe to call again (Lightning does)."""
         if self.x is not None:
             return
         x, y = read_xy(self.path, self.inputs, self.targets, self.n_points)
         self._full = (x, y)
         if self.n_points is not None:
             x, y = x[: self.n_points], y[: self.n_points]
-        self.raw_x = torch.tensor(x, dtype=torch.float32)
-        self.mean = self.raw_x.mean(0)
-        self.std = self.raw_x.std(0, unbiased=False).clamp_min(1e-12)
-        self.x = self.encode(self.raw_x)
-        self.y = torch.tensor(y, dtype=torch.float32)
-        if self.target_shape == "flat":  # the (N,) vs (N,1) broadcasting trap
-            self.y = self.y[:, 0]
+        x, y = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+        n_fit = self.split.get("train") or len(x)
+        n_val = math.floor(n_fit * float(self.split.get("val_fraction") or 0.0))
+        if n_fit > len(x) or n_fit - n_val < 1:
+            raise LosslabError(f"data.split {self.split} does not fit {len(x)} rows of {self.path}")
+        tr, va, te = slice(0, n_fit - n_val), slice(n_fit - n_val, n_fit), slice(n_fit, None)
+        self.raw = {"train": (x[tr], y[tr]), "val": (x[va], y[va]), "test": (x[te], y[te])}
+        xt, yt = self.raw["train"]
+        if self.scale == "minmax":
+            self.x_shift, self.x_div = xt.min(0).values, (xt.max(0).values - xt.min(0).values)
+            self.y_shift, self.y_div = yt.min(0).values, (yt.max(0).values - yt.min(0).values)
+        elif self.scale == "standardize":
+            self.x_shift, self.x_div = xt.mean(0), xt.std(0, unbiased=False)
+            self.y_shift, self.y_div = torch.zeros(yt.shape[1]), torch.ones(yt.shape[1])
+        else:
+            self.x_shift, self.x_div = torch.zeros(xt.shape[1]), torch.ones(xt.shape[1])
+            self.y_shift, self.y_div = torch.zeros(yt.shape[1]), torch.ones(yt.shape[1])
+        self.x_div, self.y_div = self.x_div.clamp_min(1e-12), self.y_div.clamp_min(1e-12)
+        self.x, self.y = self.part("train")
+
+    def part(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model inputs and targets of the train, val or test rows (possibly empty)."""
+        x, y = self.raw[name]
+        return self.encode(x), self._shape(self.encode_y(y))
+
+    def _shape(self, y: torch.Tensor) -> torch.Tensor:
+        return y[:, 0] if self.target_shape == "flat" else y  # the (N,) vs (N, 1) trap
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw inputs -> model inputs (standardised with training statistics if asked)."""
-        return (x - self.mean) / self.std if self.standardize else x
+        """Raw inputs -> model inputs."""
+        return (x - self.x_shift) / self.x_div
+
+    def encode_y(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.y_shift) / self.y_div
+
+    def decode_y(self, y: torch.Tensor) -> torch.Tensor:
+        """Model outputs -> the targets' original units (for MAE and relative errors)."""
+        return y * self.y_div.to(y.device) + self.y_shift.to(y.device)
 
     def full_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every row of the file (ignoring n_points), encoded like the training inputs."""
+        """Every row of the file (ignoring n_points and splits), encoded like training data."""
         x, y = (torch.tensor(a, dtype=torch.float32) for a in self._full)
-        return self.encode(x), (y[:, 0] if self.target_shape == "flat" else y)
+        return self.encode(x), self._shape(self.encode_y(y))
 
     def bind(self, seeds: list[int]) -> None:
         """Which replicas the batches are for (one slice per seed)."""

@@ -26,11 +26,13 @@ class EnsembleModule(pl.LightningModule):
         net: Ensemble,
         loss: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.loss_fn = loss
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         # Per-replica losses of the batches of the current epoch (read by HealthRecorder).
         self.batch_losses: list[torch.Tensor] = []
 
@@ -47,8 +49,12 @@ class EnsembleModule(pl.LightningModule):
         self.batch_losses.append(losses.detach())
         return losses.sum()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters())
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def make_trainer(epochs: int, callbacks: list[pl.Callback], trainer_cfg: dict | None = None) -> pl.Trainer:

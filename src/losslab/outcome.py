@@ -4,8 +4,10 @@ Order of precedence: a non-finite loss anywhere is `diverged` (with the first in
 first NaN epoch, 1-based: epoch 1's loss is the loss before the first update); else a
 final loss below the scenario's threshold (or, where the scenario defines one, a met
 success criterion on the outputs) is `converged`; else a final loss above the
-first is `rising`; else a loss that at least fell by the scenario's factor is `improving`;
-anything else is `stalled`.
+first is `rising`; else a loss that sits on a plateau (its last quarter moved by less
+than 0.1%) or fell by less than the scenario's factor is `stalled`; anything else is
+`improving`. A dead ReLU head, for instance, freezes the loss after one explosive epoch:
+lower than epoch 1, but stuck.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def _first(mask: np.ndarray) -> int | None:
     return int(hits[0]) + 1 if hits.size else None
 
 
+def _plateau(losses: np.ndarray, rel: float = 1e-3) -> bool:
+    tail = losses[-max(2, len(losses) // 4) :]
+    return len(losses) >= 4 and float(tail.max() - tail.min()) <= rel * abs(float(tail.mean()))
+
+
 def classify(
     losses: np.ndarray, converge_below: float, improve_factor: float = 0.5, solved: bool | None = None
 ) -> Outcome:
@@ -52,10 +59,10 @@ def classify(
         label = "converged"
     elif final > initial:
         label = "rising"
-    elif final <= improve_factor * initial:
-        label = "improving"
-    else:
+    elif _plateau(losses) or final > improve_factor * initial:
         label = "stalled"
+    else:
+        label = "improving"
     return Outcome(label, initial, final, inf_at, nan_at)
 
 

@@ -118,7 +118,7 @@ def table_rows(doc: dict) -> list[list[str]]:
     rows = []
     for name, s in doc["variants"].items():
         outcome = ", ".join(f"{k} {n}" for k, n in s["outcomes"].items())
-        key = "; ".join(f"{k}={_fmt(v)}" for k, v in (s.get("probes") or {}).items())
+        key = "; ".join(f"{k}={_fmt(v)}" for k, v in (s.get("numbers") or {}).items())
         if s.get("critical_lr") is not None:
             key += f"; lr={_fmt(s['lr'])} vs 2/λ_max={_fmt(s['critical_lr'])}"
         rows.append(

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 class SeedResult:
     seed: int
     outcome: Outcome
-    probes: dict[str, float]
+    numbers: dict[str, float]  # probes and end-of-fit measures (test MAE, dead units, …)
     stability: Stability | None
     curves: dict[str, np.ndarray]
 
@@ -86,10 +86,10 @@ class VariantResult:
         }
         if self.warnings:
             out["warnings"] = list(self.warnings)
-        if self.seeds[0].probes:
-            out["probes"] = {
-                name: median([finite_or_none(s.probes[name]) for s in self.seeds])
-                for name in self.seeds[0].probes
+        if self.seeds[0].numbers:
+            out["numbers"] = {
+                name: median([finite_or_none(s.numbers[name]) for s in self.seeds])
+                for name in self.seeds[0].numbers
             }
         stab = [s.stability for s in self.seeds if s.stability is not None]
         if stab:
@@ -226,17 +226,17 @@ def train_variant(
         "source": cfg.scenario.source,
     }
     tracker.start(info.name, experiment_id, info.name, tags, seeds)
-    health = HealthRecorder()
+    recorders = [HealthRecorder(), *(instantiate(c) for c in (cfg.scenario.get("callbacks") or {}).values())]
     try:
-        warnings_found = before_fit(module, dm)
+        warnings_found = before_fit(module, dm, cfg.scenario.get("metrics"))
         for w in warnings_found:
             print(f"losslab: WARNING [{info.scenario}/{info.name}]: {w}", file=sys.stderr, flush=True)
         stability = _stability(cfg, net, loss_fn, dm)
-        trainer = make_trainer(epochs(cfg), [health], OmegaConf.to_container(cfg.trainer))
+        trainer = make_trainer(epochs(cfg), recorders, OmegaConf.to_container(cfg.trainer))
         trainer.fit(module, datamodule=dm)
-        records = health.records()
-        probes = _probes(cfg, net, dm)
-        solved = _solved(cfg, net, dm)
+        records = {k: v for r in recorders for k, v in r.records().items()}
+        numbers = {**_probes(cfg, net, dm), **{k: v for r in recorders for k, v in r.finals.items()}}
+        solved = _solved(cfg, net, dm, numbers)
     except (KeyboardInterrupt, SystemExit):
         tracker.end(info.name, "KILLED")
         raise
@@ -256,7 +256,7 @@ def train_variant(
             SeedResult(
                 seed=seed,
                 outcome=outcome,
-                probes={k: float(v[i]) for k, v in probes.items()},
+                numbers={k: float(v[i]) for k, v in numbers.items()},
                 stability=stability[i] if stability else None,
                 curves={k: v[i] for k, v in records.items()},
             )
@@ -302,18 +302,25 @@ def _probes(cfg: DictConfig, net: Ensemble, dm: TableDataModule) -> dict[str, np
         raw = spec.x if OmegaConf.is_list(spec.x) else [spec.x]
         x = dm.encode(torch.tensor([[float(v) for v in raw]])).to(device)
         with torch.no_grad():
-            pred = link(net(x.expand(len(net.seeds), *x.shape)))
+            pred = dm.decode_y(link(net(x.expand(len(net.seeds), *x.shape))))
         out[name] = pred.reshape(len(net.seeds), -1)[:, 0].double().cpu().numpy()
     return out
 
 
-def _solved(cfg: DictConfig, net: Ensemble, dm: TableDataModule) -> list[bool] | None:
-    """Per replica: is every training output on the right side of 0.5 by the margin?"""
+def _solved(
+    cfg: DictConfig, net: Ensemble, dm: TableDataModule, numbers: dict[str, np.ndarray]
+) -> list[bool] | None:
+    """Per replica, the scenario's success criterion, if it has one instead of a loss threshold:
+    `below` (an end-of-fit number, e.g. test_max_rel_err, under a bound) or `margin` (every
+    training output on the right side of 0.5 by the margin, through `link`)."""
     import torch
 
     spec = cfg.scenario.outcome.get("solved")
     if not spec:
         return None
+    if "below" in spec:
+        values = numbers[spec.number]
+        return [bool(np.isfinite(v) and v < spec.below) for v in values]
     x = dm.x.to(next(net.parameters()).device)
     with torch.no_grad():
         out = _link(cfg)(net(x.expand(len(net.seeds), *x.shape))).reshape(len(net.seeds), -1).cpu()
@@ -341,7 +348,7 @@ def _log_variant(tracker: TrackerProcess, v: VariantResult, records: dict[str, n
             tags["first_inf_epoch"] = str(o.first_inf_epoch)
         if o.first_nan_epoch:
             tags["first_nan_epoch"] = str(o.first_nan_epoch)
-        metrics = {"initial_loss": o.initial_loss, "final_loss": o.final_loss, **s.probes}
+        metrics = {"initial_loss": o.initial_loss, "final_loss": o.final_loss, **s.numbers}
         if s.stability:
             metrics.update(lambda_max=s.stability.lambda_max, critical_lr=s.stability.critical_lr)
         seed_params = {**params, "seed": str(s.seed)}
@@ -368,7 +375,7 @@ def _log_variant(tracker: TrackerProcess, v: VariantResult, records: dict[str, n
         )
         if summary.get(k) is not None
     }
-    numbers.update({k: p for k, p in (summary.get("probes") or {}).items() if p is not None})
+    numbers.update({k: p for k, p in (summary.get("numbers") or {}).items() if p is not None})
     # Median over seeds; a diverged seed makes it NaN rather than being hidden.
     curves = {k: np.median(a, axis=0) for k, a in records.items()}
     tracker.log(key, params=params, tags=tags, summary=numbers, curves=curves)
