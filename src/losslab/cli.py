@@ -105,9 +105,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         verdict = "unstable" if s["lr"] > s["critical_lr"] else "stable"
         scan = f", smallest diverging data size {s['min_diverging_n']}" if s.get("min_diverging_n") else ""
         print(f"{bound} -> {verdict}{scan}")
+    said: dict[str, list[str]] = {}
     for v in result.variants:
         for w in v.warnings:
-            print(f"WARNING {v.info.name}: {w}")
+            said.setdefault(w, []).append(v.info.name)
+    for w, names in said.items():
+        print(f"WARNING ({', '.join(names)}): {w}")
     print(f"\nMLflow UI: {result.ui_command}")
     print(f"compare {result.scenario} runs: {result.compare_url}")
     return 0

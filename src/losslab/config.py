@@ -162,6 +162,7 @@ class VariantInfo:
     description: str
     expect_outcome: tuple[str, ...]
     expect_min_rate: float
+    expect_numbers: dict  # name -> {below: x} | {above: x}, on the median over seeds
 
     @classmethod
     def of(cls, cfg: DictConfig) -> VariantInfo:
@@ -175,4 +176,5 @@ class VariantInfo:
             description=v.description,
             expect_outcome=outcomes,
             expect_min_rate=float(v.expect.get("min_rate", 1.0)),
+            expect_numbers=OmegaConf.to_container(v.expect.numbers) if v.expect.get("numbers") else {},
         )

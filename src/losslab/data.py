@@ -35,6 +35,18 @@ def normal_line(n: int, slope: float, seed: int) -> Columns:
     return {"x": x, "y": slope * x}
 
 
+def two_moons(n: int, noise: float, seed: int) -> Columns:
+    """Two interleaved half circles (class 0 on top, class 1 below), Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    n0 = n // 2
+    t0, t1 = np.linspace(0, np.pi, n0), np.linspace(0, np.pi, n - n0)
+    x1 = np.concatenate([np.cos(t0), 1 - np.cos(t1)]) + rng.normal(0, noise, n)
+    x2 = np.concatenate([np.sin(t0), 0.5 - np.sin(t1)]) + rng.normal(0, noise, n)
+    y = np.concatenate([np.zeros(n0), np.ones(n - n0)])
+    order = rng.permutation(n)
+    return {"x1": x1[order], "x2": x2[order], "y": y[order]}
+
+
 def xor() -> Columns:
     """The four XOR points and their targets."""
     return {

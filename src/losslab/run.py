@@ -318,9 +318,11 @@ def _solved(
     spec = cfg.scenario.outcome.get("solved")
     if not spec:
         return None
-    if "below" in spec:
+    if "below" in spec or "above" in spec:
         values = numbers[spec.number]
-        return [bool(np.isfinite(v) and v < spec.below) for v in values]
+        if "below" in spec:
+            return [bool(np.isfinite(v) and v < spec.below) for v in values]
+        return [bool(np.isfinite(v) and v > spec.above) for v in values]
     x = dm.x.to(next(net.parameters()).device)
     with torch.no_grad():
         out = _link(cfg)(net(x.expand(len(net.seeds), *x.shape))).reshape(len(net.seeds), -1).cpu()

@@ -45,5 +45,17 @@ def check_scenario(root: Path, scenario: str) -> list[Check]:
         observed = ", ".join(f"{k} {n}/{total}" for k, n in counts.items())
         ok = rate >= info.expect_min_rate
         why = "" if ok else f"only {rate:.0%} of seeds {expected}, need ≥ {info.expect_min_rate:.0%}"
+        numbers = result.get("numbers") or {}
+        for key, bound in info.expect_numbers.items():
+            value = numbers.get(key)  # median over seeds; null = not finite in some seed
+            expected += f"; {key} {'<' if 'below' in bound else '>'} {bound.get('below', bound.get('above'))}"
+            observed += f"; {key} = {'non-finite' if value is None else f'{value:.3g}'}"
+            if "below" in bound:
+                good = value is not None and value < bound["below"]
+            else:  # a non-finite error is as wrong as it gets
+                good = value is None or value > bound["above"]
+            if not good:
+                ok = False
+                why = (why + "; " if why else "") + f"{key} outside its bound"
         checks.append(Check(scenario, name, expected, observed, rate, info.expect_min_rate, ok, why))
     return checks
