@@ -17,51 +17,21 @@ Prints the ratios; the target for `linear` is stage/floor <= 4. Run from the pro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 BIN = Path(PY).parent
-
-# The floor for `linear`: the same five variants × seeds × 500 epochs as plain PyTorch.
-FLOOR_LINEAR = textwrap.dedent(
-    """
-    import math, sys, csv
-    import torch
-    seeds = [int(s) for s in sys.argv[1].split(",")]
-    epochs = int(sys.argv[2])
-    rows = list(csv.DictReader(open(sys.argv[3])))
-    X = torch.tensor([[float(r["x"])] for r in rows]); Y = torch.tensor([[float(r["y"])] for r in rows])
-    variants = {
-        "broken": dict(lr=0.01), "sgd_small_lr": dict(lr=1e-4), "adam": dict(lr=1e-3, adam=True),
-        "standardized": dict(lr=0.01, std=True), "ten_points": dict(lr=0.01, n=10),
-    }
-    for name, v in variants.items():
-        x, y = X[: v.get("n", len(X))], Y[: v.get("n", len(Y))]
-        if v.get("std"):
-            x = (x - x.mean()) / x.std(unbiased=False)
-        for seed in seeds:
-            torch.manual_seed(seed)
-            m = torch.nn.Linear(1, 1)
-            torch.nn.init.xavier_uniform_(m.weight); torch.nn.init.zeros_(m.bias)
-            opt = (torch.optim.Adam(m.parameters(), lr=v["lr"], eps=1e-7) if v.get("adam")
-                   else torch.optim.SGD(m.parameters(), lr=v["lr"]))
-            losses = []
-            for _ in range(epochs):
-                opt.zero_grad(); loss = torch.nn.functional.mse_loss(m(x), y); loss.backward(); opt.step()
-                losses.append(loss.item())
-    """
-)
-
-FLOORS = {"linear": FLOOR_LINEAR}
 
 
 def _project_copy(dest: Path) -> Path:
@@ -89,19 +59,59 @@ def time_stage(scenario: str) -> float:
         return time.perf_counter() - t
 
 
-def time_floor(scenario: str, seeds: list[int]) -> float:
-    script = FLOORS[scenario]
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(script)
-    try:
-        t = time.perf_counter()
-        subprocess.run(
-            [PY, f.name, ",".join(map(str, seeds)), "500", str(ROOT / "data" / scenario / "points.csv")],
+def time_floor(scenarios: list[str], seeds: list[int]) -> float:
+    """bench/floor.py: the same runs as plain PyTorch, one process, imports included."""
+    t = time.perf_counter()
+    cmd = [PY, str(ROOT / "bench" / "floor.py"), str(ROOT / "data"), ",".join(map(str, seeds)), *scenarios]
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def time_repro_all() -> tuple[float, float, int]:
+    """Cold `dvc repro --force` of every scenario in a temp git copy, then a no-op
+    `dvc repro`: (cold seconds, no-op seconds, peak RSS of the whole process tree)."""
+    with tempfile.TemporaryDirectory() as d:
+        proj = Path(d)
+        for rel in subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
             check=True,
+        ).stdout.split():
+            (proj / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, proj / rel)
+        git = ["git", "-c", "user.email=b@b", "-c", "user.name=bench"]
+        for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "bench"]):
+            subprocess.run([*git, *cmd], cwd=proj, check=True)
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        env.pop("LOSSLAB_ROOT", None)
+        t = time.perf_counter()
+        proc = subprocess.Popen(
+            [str(BIN / "dvc"), "repro", "--force"],
+            cwd=proj,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        return time.perf_counter() - t
-    finally:
-        os.unlink(f.name)
+        ps, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss(ps))
+            time.sleep(0.1)
+        cold = time.perf_counter() - t
+        assert proc.returncode == 0, "dvc repro failed"
+        t = time.perf_counter()
+        subprocess.run([str(BIN / "dvc"), "repro"], cwd=proj, env=env, check=True, capture_output=True)
+        return cold, time.perf_counter() - t, peak
 
 
 def per_epoch(epochs: int = 500) -> dict[str, float]:
@@ -156,8 +166,9 @@ def per_epoch(epochs: int = 500) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenario", default="linear", choices=sorted(FLOORS))
+    ap.add_argument("--scenario", default="linear", help="the stage to time against its floor")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--all", action="store_true", help="also: cold dvc repro of every scenario vs the floor")
     args = ap.parse_args()
     seeds = [0, 1, 2, 3, 4]
     if not (ROOT / "data" / args.scenario).is_dir():
@@ -165,7 +176,7 @@ def main() -> None:
 
     stage, floor = [], []
     for _ in range(args.repeat):  # interleaved, so drift on the machine hits both alike
-        floor.append(time_floor(args.scenario, seeds))
+        floor.append(time_floor([args.scenario], seeds))
         stage.append(time_stage(args.scenario))
     s, f = statistics.median(stage), statistics.median(floor)
     print(f"cold {args.scenario} stage          : {s:6.2f} s  (runs: {', '.join(f'{x:.2f}' for x in stage)})")
@@ -173,10 +184,19 @@ def main() -> None:
     print(f"ratio stage / floor         : {s / f:6.2f}   (target <= 4)")
 
     e = per_epoch()
-    print(f"per epoch, bare loop        : {e['bare'] * 1e6:8.1f} µs")
     ratio = e["lightning"] / e["bare"]
+    print(f"per epoch, bare loop        : {e['bare'] * 1e6:8.1f} µs")
     print(f"per epoch, Lightning+health : {e['lightning'] * 1e6:8.1f} µs  ({ratio:.1f}× bare)")
     print(f"MLflow sqlite, per point    : {e['mlflow_point'] * 1e6:8.1f} µs  (off the training process)")
+
+    if args.all:
+        cold, noop, peak = time_repro_all()
+        f_all = time_floor([], seeds)
+        print(f"cold dvc repro, all         : {cold:6.1f} s")
+        print(f"plain-PyTorch floor, all    : {f_all:6.1f} s")
+        print(f"ratio repro / floor         : {cold / f_all:6.2f}   (target <= 3)")
+        print(f"no-op dvc repro             : {noop:6.2f} s  (target <= 3)")
+        print(f"peak memory, process tree   : {peak / 2**30:6.2f} GiB  (target <= 1.5 per stage)")
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for path in result.outputs:
         print(f"wrote {path.relative_to(project_root())}")
     print()
-    print(text_table(HEADER, table_rows(metrics_document(result))))
+    rows = table_rows(metrics_document(result))
+    print(text_table(HEADER[:2] + HEADER[3:], [r[:2] + r[3:] for r in rows]))  # no descriptions
     for v in result.variants:
         s = v.summary()
         if s.get("critical_lr") is None:

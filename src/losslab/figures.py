@@ -60,6 +60,28 @@ def scenario_figure(all_series: list[Series], title: str) -> plt.Figure:
     return fig
 
 
+def summary_figure(panels: list[tuple[str, list[Series]]]) -> plt.Figure:
+    """One panel per scenario: broken (warm, dashed for extra broken variants) vs fixes."""
+    cols = 2 if len(panels) > 1 else 1
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(8 * cols, 4.6 * rows), dpi=90, squeeze=False)
+    for ax, (name, all_series) in zip(axes.flat, panels, strict=False):
+        broken = fixes = 0
+        for s in all_series:
+            if s.role == "broken":
+                _draw(ax, s, *BROKEN[broken % len(BROKEN)])
+                broken += 1
+            else:
+                _draw(ax, s, PALETTE[fixes % len(PALETTE)])
+                fixes += 1
+        ax.set_title(name, fontsize=11)
+        ax.legend(fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
 def png(fig: plt.Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})

@@ -1,13 +1,16 @@
 """Turn a run's per-epoch loss into an outcome a beginner would recognise.
 
-Order of precedence: a non-finite loss anywhere is `diverged` (with the first inf and the
-first NaN epoch, 1-based: epoch 1's loss is the loss before the first update); else a
-final loss below the scenario's threshold (or, where the scenario defines one, a met
-success criterion on the outputs) is `converged`; else a final loss above the
-first is `rising`; else a loss that sits on a plateau (its last quarter moved by less
-than 0.1%) or fell by less than the scenario's factor is `stalled`; anything else is
-`improving`. A dead ReLU head, for instance, freezes the loss after one explosive epoch:
-lower than epoch 1, but stuck.
+Order of precedence:
+- `diverged`: a non-finite loss anywhere (with the first inf and the first NaN epoch,
+  1-based: epoch 1's loss is the loss before the first update);
+- `converged`: final loss below the scenario's threshold (or, where the scenario
+  defines one, its success criterion on the outputs is met);
+- `stalled`: the loss sits on a plateau (its last quarter moved by less than 0.1%). A
+  dead ReLU head freezes the loss after one explosive epoch: lower than epoch 1, but
+  stuck; and a frozen loss may drift up by round-off, so this comes before `rising`;
+- `rising`: final loss above the first by more than 0.1%;
+- `stalled`: fell by less than the scenario's `improve_factor`;
+- `improving`: anything else.
 """
 
 from __future__ import annotations
@@ -57,9 +60,11 @@ def classify(
         label = "diverged"
     elif solved if solved is not None else final < converge_below:
         label = "converged"
-    elif final > initial:
+    elif _plateau(losses):  # before `rising`: a frozen loss may drift up by round-off
+        label = "stalled"
+    elif final > initial * (1 + 1e-3):
         label = "rising"
-    elif _plateau(losses) or final > improve_factor * initial:
+    elif final > improve_factor * initial:
         label = "stalled"
     else:
         label = "improving"

@@ -125,6 +125,7 @@ def table_rows(doc: dict) -> list[list[str]]:
             [
                 name,
                 s["role"],
+                s.get("description", ""),
                 outcome,
                 f"{s['success_rate']:.0%}",
                 _fmt(s["median_final_loss"]),
@@ -135,9 +136,27 @@ def table_rows(doc: dict) -> list[list[str]]:
     return rows
 
 
+def series_from_files(root: Path, name: str) -> list[Series]:
+    """Series per variant from plots/<name>.csv and metrics/<name>.json (for the summary)."""
+    doc = json.loads((root / "metrics" / f"{name}.json").read_text())
+    losses: dict[str, dict[str, list[float]]] = {}
+    with (root / "plots" / f"{name}.csv").open() as f:
+        for row in csv.DictReader(f):
+            value = float(row["loss"]) if row["loss"] else math.nan
+            losses.setdefault(row["variant"], {}).setdefault(row["seed"], []).append(value)
+    out = []
+    for variant, s in doc["variants"].items():
+        curves = [np.array(c) for c in losses.get(variant, {}).values()]
+        diverged = [int(np.argmax(~np.isfinite(c))) + 1 if (~np.isfinite(c)).any() else None for c in curves]
+        outcome = ", ".join(f"{k} {n}/{sum(s['outcomes'].values())}" for k, n in s["outcomes"].items())
+        out.append(Series(variant, s["role"], f"{variant}: {outcome}", curves, diverged))
+    return out
+
+
 HEADER = [
     "variant",
     "role",
+    "what it changes",
     "outcome (seeds)",
     "converged",
     "median final loss",
@@ -159,16 +178,20 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def write_summary(root: Path, scenarios: list[str]) -> Path:
-    """reports/summary.md from metrics/<scenario>.json of every scenario in the pipeline."""
+    """reports/summary.md and summary.png from every scenario's metrics and plot data."""
     from losslab.errors import LosslabError
 
-    parts = ["# losslab summary", ""]
+    parts = ["# losslab summary", "", "![all scenarios](summary.png)", ""]
     for name in scenarios:
         path = root / "metrics" / f"{name}.json"
         if not path.is_file():
             raise LosslabError(f"no results for scenario '{name}' ({path} missing): run `dvc repro`")
         doc = json.loads(path.read_text())
         parts += [f"## {name}", "", f"![{name}]({name}.png)", "", markdown_table(HEADER, table_rows(doc)), ""]
+    from losslab.figures import png, summary_figure
+
+    panels = [(name, series_from_files(root, name)) for name in scenarios]
+    atomic_write(root / "reports" / "summary.png", png(summary_figure(panels)))
     out = root / "reports" / "summary.md"
     atomic_write(out, "\n".join(parts))
     return out

@@ -74,6 +74,7 @@ class VariantResult:
 
         out = {
             "role": self.info.role,
+            "description": self.info.description,
             "expected": "|".join(self.info.expect_outcome),
             "expected_rate": self.expected_rate,
             "success_rate": self.success_rate,
