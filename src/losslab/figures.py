@@ -33,6 +33,18 @@ def _draw(ax: plt.Axes, s: Series, color: str, style: str = "-") -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
+def _draw_variants(ax: plt.Axes, all_series: list[Series]) -> None:
+    """Broken variants in warm colours (dashed after the first), fixes in the palette."""
+    broken = fixes = 0
+    for s in all_series:
+        if s.role == "broken":
+            _draw(ax, s, *BROKEN[broken % len(BROKEN)])
+            broken += 1
+        else:
+            _draw(ax, s, PALETTE[fixes % len(PALETTE)])
+            fixes += 1
+
+
 def variant_figure(s: Series, title: str) -> plt.Figure:
     """One variant's seeds, for its MLflow run."""
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
@@ -46,14 +58,7 @@ def variant_figure(s: Series, title: str) -> plt.Figure:
 def scenario_figure(all_series: list[Series], title: str) -> plt.Figure:
     """Broken vs every fix on one log axis."""
     fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
-    broken = fixes = 0
-    for s in all_series:
-        if s.role == "broken":
-            _draw(ax, s, *BROKEN[broken % len(BROKEN)])
-            broken += 1
-        else:
-            _draw(ax, s, PALETTE[fixes % len(PALETTE)])
-            fixes += 1
+    _draw_variants(ax, all_series)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -66,14 +71,7 @@ def summary_figure(panels: list[tuple[str, list[Series]]]) -> plt.Figure:
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(8 * cols, 4.6 * rows), dpi=90, squeeze=False)
     for ax, (name, all_series) in zip(axes.flat, panels, strict=False):
-        broken = fixes = 0
-        for s in all_series:
-            if s.role == "broken":
-                _draw(ax, s, *BROKEN[broken % len(BROKEN)])
-                broken += 1
-            else:
-                _draw(ax, s, PALETTE[fixes % len(PALETTE)])
-                fixes += 1
+        _draw_variants(ax, all_series)
         ax.set_title(name, fontsize=11)
         ax.legend(fontsize=7, loc="best")
     for ax in list(axes.flat)[len(panels) :]:

@@ -188,6 +188,12 @@ def write_summary(root: Path, scenarios: list[str]) -> Path:
             raise LosslabError(f"no results for scenario '{name}' ({path} missing): run `dvc repro`")
         doc = json.loads(path.read_text())
         parts += [f"## {name}", "", f"![{name}]({name}.png)", "", markdown_table(HEADER, table_rows(doc)), ""]
+        said: dict[str, list[str]] = {}
+        for variant, v in doc["variants"].items():
+            for w in v.get("warnings", []):
+                said.setdefault(w, []).append(variant)
+        parts += [f"**Warning** ({', '.join(names)}): {w}" for w, names in said.items()]
+        parts += [""] if said else []
     from losslab.figures import png, summary_figure
 
     panels = [(name, series_from_files(root, name)) for name in scenarios]

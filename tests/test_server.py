@@ -1,0 +1,134 @@
+"""A real `mlflow server` on 127.0.0.1: runs logged over HTTP, checked through the REST API,
+and the printed compare link opened in real Chromium (Debian's, driven by Playwright)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from projects import BIN, run_cli
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    store = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store}/mlflow.db",
+         "--artifacts-destination", str(store / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not come up")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _api(url: str, path: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/{path}", data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def logged(server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    from projects import copy_project
+
+    proj = copy_project(tmp_path_factory.mktemp("srv") / "proj")
+    assert run_cli(proj, "prepare", "scenario=linear").returncode == 0
+    r = run_cli(proj, "run", "scenario=linear", "tracking=server", f"tracking.uri={server}", "seeds=[0,1]")
+    assert r.returncode == 0, r.stderr
+    link = next(
+        line.split(": ", 1)[1] for line in r.stdout.splitlines() if line.startswith("compare linear runs")
+    )
+    return server, link
+
+
+def test_runs_arrive_over_http(logged: tuple[str, str]) -> None:
+    url, link = logged
+    exp = _api(url, "experiments/get-by-name?experiment_name=linear")["experiment"]
+    runs = _api(url, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+    assert len(runs) == 5 * (1 + 2)
+    assert {r["info"]["status"] for r in runs} == {"FINISHED"}
+    tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
+    parents = [t for t in tags if "mlflow.parentRunId" not in t]
+    assert sorted(t["variant"] for t in parents) == [
+        "adam",
+        "broken",
+        "sgd_small_lr",
+        "standardized",
+        "ten_points",
+    ]
+    assert link.startswith(f"{url}/#/compare-runs?runs=")
+
+
+def test_unreachable_server_fails_before_training(prepared: Path) -> None:
+    r = run_cli(
+        prepared, "run", "scenario=linear", "tracking=server", f"tracking.uri=http://127.0.0.1:{_free_port()}"
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "unreachable" in r.stderr
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (.ci/run installs it)")
+def test_compare_view_in_a_real_browser(logged: tuple[str, str], tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    _, link = logged
+    run_ids = json.loads(urllib.request.unquote(link.split("runs=")[1].split("&")[0]))
+    broken_and_fix = run_ids[:2]  # broken first, then the first fix
+    compare = link.split("#")[0] + "#/compare-runs?runs=" + urllib.request.quote(json.dumps(broken_and_fix))
+    compare += "&experiments=" + link.split("experiments=")[1]
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        page = browser.new_page(viewport={"width": 1500, "height": 1200})
+        page.goto(compare)
+        page.wait_for_selector("text=Comparing 2 Runs", timeout=90_000)
+        page.get_by_text("Show diff only").wait_for(timeout=30_000)
+        body = page.inner_text("body")
+        shot = tmp_path / "compare.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert "broken" in body and "adam" in body  # both runs
+    assert "variant" in body and "role" in body  # their tags
+    assert "loss" in body  # the loss metric
+    assert shot.stat().st_size > 10_000
+    shutil.copy(shot, Path(os.environ.get("LOSSLAB_SCREENSHOTS", tmp_path)) / "compare.png")
