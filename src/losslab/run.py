@@ -133,6 +133,26 @@ def prepare(overrides: list[str]) -> list[Path]:
 # --- run -------------------------------------------------------------------------------
 
 
+def steady_malloc() -> None:
+    """Pin glibc's mmap threshold (128 KiB) so freed tensor buffers go back to the OS.
+
+    By default glibc raises the threshold after large blocks are freed; from then on the
+    per-step and per-epoch buffers come from the heap, fragment it and are never returned:
+    the relu_head stage grew past 4.5 GiB. Pinned: 0.45 GiB, same speed (measured on the
+    scaled variant: 43.0 s vs 42.5 s). No-op off glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def quiet_lightning() -> None:
     """Keep stdout for the verdicts: Lightning's banners and tips say nothing here."""
     for name in ("pytorch_lightning", "lightning", "lightning_fabric", "lightning.pytorch"):
@@ -160,6 +180,7 @@ def run(overrides: list[str]) -> ScenarioResult:
     # Pre-flight: every input checked before a single run is created.
     for cfg in cfgs:
         read_xy(root / cfg.data.path, list(cfg.data.inputs), list(cfg.data.targets), cfg.data.n_points)
+    steady_malloc()
     tracker = TrackerProcess.open(base)  # connects while we import Lightning below
     try:
         modules = [instantiate(cfg.data, root=str(root)) for cfg in cfgs]
