@@ -126,3 +126,82 @@ def test_incremental_determinism_verify_and_experiments(repo: Path) -> None:
     assert sum(doc["variants"]["broken"]["outcomes"].values()) == 2
     plots = (repo / "plots" / "linear.csv").read_text().splitlines()
     assert len(plots) == 1 + 5 * 2 * 250
+
+
+def _statuses(db: Path) -> list[str]:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return [s for (s,) in con.execute("SELECT status FROM runs")]
+    except sqlite3.DatabaseError:
+        return []
+
+
+def test_sigkill_stage_then_repro(tmp_path: Path) -> None:
+    """SIGKILL the whole `dvc repro` process group in the middle of train@linear, after a
+    params change: the next `dvc repro` completes, the killed runs end KILLED, and the
+    outputs and report describe the new state only."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from projects import BIN, cli_env
+
+    proj = copy_project(tmp_path / "repo")
+    params = proj / "params.yaml"
+    text = re.sub(r"(?m)^scenarios: .*$", "scenarios: [linear]", params.read_text())
+    params.write_text(text.replace("epochs_scale: 1.0", "epochs_scale: 0.5"))
+    git(proj, "init", "-q")
+    git(proj, "add", "-A")
+    git(proj, "commit", "-qm", "clone")
+    ok(run_tool(proj, "dvc", "repro", "--force"))  # the old state: 250 epochs
+    db = proj / "mlflow.db"
+    old_runs = len(_statuses(db))
+    assert old_runs == 30
+
+    params.write_text(text)  # the new state: 500 epochs
+    proc = subprocess.Popen(
+        [str(BIN / "dvc"), "repro"],
+        cwd=proj,
+        env=cli_env(proj),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:  # midway: one new variant done, the next one running
+            s = _statuses(db)
+            if len(s) > old_runs + 6 and "RUNNING" in s:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("train@linear never got midway")
+        os.killpg(proc.pid, signal.SIGKILL)  # dvc, the stage and its tracking writer
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "RUNNING" in _statuses(db)  # nobody was left to close them
+
+    out = ok(run_tool(proj, "dvc", "repro"))
+    assert "Running stage 'train@linear'" in out and "Running stage 'report'" in out
+    assert "RUNNING" not in _statuses(db)  # reaped as KILLED on the next start
+    assert "KILLED" in _statuses(db)
+    assert "Data and pipelines are up to date" in ok(run_tool(proj, "dvc", "status"))
+
+    plots = (proj / "plots" / "linear.csv").read_text().splitlines()
+    assert len(plots) == 1 + 5 * 5 * 500  # the new state's epochs, not the killed or old ones
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    exp = mlflow.get_experiment_by_name("linear")
+    finished = mlflow.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", output_format="list")
+    latest = {}
+    for r in finished:
+        if "mlflow.parentRunId" not in r.data.tags:
+            latest.setdefault(r.data.tags["variant"], r)  # newest first
+    doc = json.loads((proj / "metrics" / "linear.json").read_text())
+    for name, v in doc["variants"].items():
+        assert latest[name].data.params["epochs_scale"] == "1.0"
+        assert latest[name].data.metrics["success_rate"] == v["success_rate"]

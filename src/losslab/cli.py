@@ -2,9 +2,11 @@
 
     losslab prepare scenario=linear
     losslab run scenario=linear [variant=adam] [optimizer.lr=0.05 ...] [--params params.yaml]
+    losslab run -m scenario=linear variant=broken,adam,standardized   (Hydra multirun)
     losslab verify [linear ...]
     losslab report
     losslab ui
+    losslab server [mlflow_server=postgres_s3] [--print]
 
 Errors the user can fix print one line on stderr and exit 2; anything else exits 1 with
 one line too (the traceback only with --debug or LOSSLAB_DEBUG=1).
@@ -18,10 +20,14 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from losslab.errors import LosslabError
+
+if TYPE_CHECKING:
+    from losslab.run import ScenarioResult
 
 # params.yaml knobs that the DVC stages pass on, and the Hydra key each one sets.
 KNOBS = {"seeds": "seeds", "epochs_scale": "epochs_scale", "accelerator": "trainer.accelerator"}
@@ -80,12 +86,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from losslab.config import project_root
-    from losslab.report import HEADER, metrics_document, table_rows, text_table
     from losslab.run import run
 
     overrides = _knob_overrides(_params(args.params)) + list(args.overrides)
-    result = run(overrides)
+    if args.multirun:
+        from losslab.sweep import multirun
+
+        return multirun(overrides)
+    print_result(run(overrides))
+    return 0
+
+
+def print_result(result: ScenarioResult) -> None:
+    """The verdict table, the stability bound, warnings and the MLflow links of one run."""
+    from losslab.config import project_root
+    from losslab.report import HEADER, metrics_document, table_rows, text_table
+
     for path in result.outputs:
         print(f"wrote {path.relative_to(project_root())}")
     print()
@@ -113,8 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for w, names in said.items():
         print(f"WARNING ({', '.join(names)}): {w}")
     print(f"\nMLflow UI: {result.ui_command}")
-    print(f"compare {result.scenario} runs: {result.compare_url}")
-    return 0
+    print(f"compare {result.scenario} runs: {result.compare_url}", flush=True)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -156,6 +171,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    from losslab.server import serve
+
+    return serve(args.overrides, dry_run=args.print)
+
+
 # --- wiring -----------------------------------------------------------------------------
 
 
@@ -179,6 +200,12 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="train a scenario's variants over its seeds and track them")
     sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scenario=linear variant=adam")
     sp.add_argument("--params", help="params.yaml whose knobs (seeds, epochs_scale, accelerator) apply")
+    sp.add_argument(
+        "-m",
+        "--multirun",
+        action="store_true",
+        help="Hydra multirun: sweep comma lists (variant=broken,adam) on the configured launcher",
+    )
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("verify", help="check the latest results against each variant's expectation")
@@ -191,6 +218,11 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--params", help="params file listing `scenarios` (default: params.yaml)")
     sp.set_defaults(func=cmd_report)
 
+    sp = sub.add_parser("server", help="start the MLflow tracking server described by conf/mlflow_server/")
+    sp.add_argument("overrides", nargs="*", help="e.g. mlflow_server=postgres_s3 mlflow_server.port=5001")
+    sp.add_argument("--print", action="store_true", help="check the config and print the command only")
+    sp.set_defaults(func=cmd_server)
+
     sp = sub.add_parser("ui", help="serve the MLflow UI on the project's sqlite store")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=5000)
@@ -198,8 +230,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _flags_first(argv: list[str]) -> list[str]:
+    """Let `-m` go anywhere after `run`, as with Hydra apps (argparse stops collecting
+    positionals at the first option)."""
+    if "run" not in argv:
+        return argv
+    i = argv.index("run") + 1
+    flags = [a for a in argv[i:] if a in ("-m", "--multirun")]
+    return argv[:i] + flags + [a for a in argv[i:] if a not in ("-m", "--multirun")]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_flags_first(list(sys.argv[1:] if argv is None else argv)))
     debug = args.debug or os.environ.get("LOSSLAB_DEBUG") == "1"
     try:
         return args.func(args)

@@ -62,8 +62,8 @@ def _normalise(overrides: list[str]) -> list[str]:
     return out
 
 
-def compose(overrides: list[str], root: Path | None = None) -> DictConfig:
-    """Compose conf/ with Hydra overrides and validate the result."""
+def compose(overrides: list[str], root: Path | None = None, name: str = "config") -> DictConfig:
+    """Compose conf/<name>.yaml with Hydra overrides; the run config (`config`) is validated."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -73,15 +73,18 @@ def compose(overrides: list[str], root: Path | None = None) -> DictConfig:
     root = root or project_root()
     overrides = _normalise(list(overrides))
     _check_choices(root, overrides)
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(str(root / "conf"), version_base="1.3"):
-            cfg = hydra_compose("config", overrides=overrides)
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app (a multirun job)
+            cfg = hydra_compose(name, overrides=overrides)
+        else:
+            with initialize_config_dir(str(root / "conf"), version_base="1.3"):
+                cfg = hydra_compose(name, overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise LosslabError(f"invalid override: {_first_line(e)}") from e
     OmegaConf.set_struct(cfg, False)
     cfg.paths = {"root": str(root)}
-    validate(cfg)
+    if name == "config":
+        validate(cfg)
     return cfg
 
 

@@ -12,11 +12,15 @@ import csv
 import io
 import json
 import math
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from losslab.errors import LosslabError
 
 if TYPE_CHECKING:
     from losslab.run import ScenarioResult, VariantResult
@@ -87,6 +91,23 @@ def output_paths(root: Path, name: str) -> tuple[Path, Path, Path]:
         root / "plots" / f"{name}.csv",
         root / "reports" / f"{name}.png",
     )
+
+
+def check_writable(root: Path, paths: Iterable[Path]) -> None:
+    """Fail before training if an output cannot be written (probed with a real file, since
+    permission bits say nothing when running as root)."""
+    import tempfile
+
+    for path in paths:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".losslab-probe-"):
+                pass
+            if path.exists() and (path.is_dir() or not os.access(path, os.W_OK)):
+                raise PermissionError(f"{path} is not a writable file")
+        except OSError as e:
+            shown = path.relative_to(root) if path.is_relative_to(root) else path
+            raise LosslabError(f"output {shown} is not writable: {e.strerror or e}") from None
 
 
 def write_data_outputs(result: ScenarioResult, root: Path) -> None:

@@ -180,6 +180,10 @@ def run(overrides: list[str]) -> ScenarioResult:
     # Pre-flight: every input checked before a single run is created.
     for cfg in cfgs:
         read_xy(root / cfg.data.path, list(cfg.data.inputs), list(cfg.data.targets), cfg.data.n_points)
+    if not chosen:
+        from losslab.report import check_writable, output_paths
+
+        check_writable(root, output_paths(root, scenario))
     steady_malloc()
     tracker = TrackerProcess.open(base)  # connects while we import Lightning below
     try:

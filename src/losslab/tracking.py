@@ -74,8 +74,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         path = Path(uri[len("sqlite:///") :])
         if not path.parent.is_dir():
             raise LosslabError(f"tracking store directory does not exist: {path.parent}")
-        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise LosslabError(f"tracking store is not writable: {path}")
+        _check_sqlite(path)
     elif scheme in ("http", "https"):
         url = uri.rstrip("/") + "/health"
         try:
@@ -89,6 +88,26 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             raise LosslabError(f"tracking server {redact(uri)} unreachable: {reason}") from None
     elif scheme not in ("postgresql", "mysql", "mssql", "databricks", "file"):
         raise LosslabError(f"unsupported tracking URI scheme {scheme!r} in {redact(uri)}")
+
+
+def _check_sqlite(path: Path) -> None:
+    """Probe with real writes (permission bits say nothing to root, or on /proc); MLflow
+    itself would retry a bad store for ~100 s, printing a warning each time."""
+    import sqlite3
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".losslab-probe-"):
+            pass
+        if path.exists():
+            con = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)
+            try:
+                con.execute("PRAGMA schema_version").fetchone()
+            finally:
+                con.close()
+    except sqlite3.DatabaseError as e:
+        raise LosslabError(f"tracking store {path} is not a usable sqlite database: {e}") from None
+    except OSError as e:
+        raise LosslabError(f"tracking store is not writable: {path} ({e.strerror or e})") from None
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:
@@ -282,9 +301,10 @@ def changes(values: Any) -> list[tuple[int, float]]:
 
 def ui_base(uri: str, ui_url: str) -> str:
     """Where the MLflow UI for this store is served."""
-    if uri.startswith(("http://", "https://")):
-        return redact(uri).rstrip("/")
-    return ui_url.rstrip("/")
+    base = uri if uri.startswith(("http://", "https://")) else ui_url
+    parts = urllib.parse.urlsplit(base)
+    host = parts.netloc.rpartition("@")[2]  # a link never carries credentials
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)).rstrip("/")
 
 
 def compare_url(uri: str, ui_url: str, experiment_id: str, run_ids: Sequence[str]) -> str:

@@ -1,0 +1,117 @@
+"""Hydra multirun: `losslab run -m variant=broken,adam optimizer.lr=0.01,0.1`.
+
+Each job of the sweep is one `losslab run` (one variant, or a whole scenario) on the
+launcher that conf/config.yaml selects: joblib with 2 workers by default, or a cluster
+launcher (conf/hydra/launcher/). Hydra owns the sweep; losslab adds two things:
+
+- a pre-flight: every job's config is composed and validated, and its data read, before
+  any job starts, so a typo in the 7th value costs one line instead of 6 wasted jobs;
+- `InitStore`, a Hydra callback that creates the tracking store and the experiments in
+  the launching process before the workers start. Two processes that open a *new* sqlite
+  store at once race in MLflow's schema migration; after that, concurrent writers are fine.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from losslab.config import compose, project_root
+from losslab.errors import LosslabError
+
+
+def _is_hydra(override: str) -> bool:
+    return override.lstrip("+~").startswith("hydra")
+
+
+def _normalise_sweep(overrides: list[str]) -> list[str]:
+    """`variant=broken,adam` -> `variant=linear/broken,linear/adam` for a single scenario."""
+    scenario = next((o.split("=", 1)[1] for o in overrides if o.startswith("scenario=")), None)
+    if not scenario or "," in scenario:
+        return overrides
+    out = []
+    for o in overrides:
+        if o.startswith("variant="):
+            values = o.split("=", 1)[1].split(",")
+            o = "variant=" + ",".join(v if "/" in v else f"{scenario}/{v}" for v in values)
+        out.append(o)
+    return out
+
+
+def jobs(overrides: list[str]) -> list[list[str]]:
+    """The sweep's jobs, as Hydra's basic sweeper will expand them (hydra.* overrides aside)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not _is_hydra(o)])
+    except HydraException as e:
+        raise LosslabError(f"invalid override: {str(e).strip().splitlines()[0]}") from None
+    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def preflight(overrides: list[str]) -> list[str]:
+    """Compose and validate every job and read its data; return the scenarios swept."""
+    from losslab.data import read_xy
+
+    root = project_root()
+    scenarios: list[str] = []
+    for job in jobs(overrides):
+        cfg = compose(job, root)
+        read_xy(root / cfg.data.path, list(cfg.data.inputs), list(cfg.data.targets), cfg.data.n_points)
+        if cfg.scenario.name not in scenarios:
+            scenarios.append(cfg.scenario.name)
+    return scenarios
+
+
+class InitStore(Callback):
+    """Create the tracking store and the swept scenarios' experiments once, before any job."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from losslab.tracking import Tracker, check_reachable, resolve_uri
+
+        root = project_root()
+        cfg = OmegaConf.create({"paths": {"root": str(root)}, "tracking": config.tracking})
+        uri = resolve_uri(cfg)
+        check_reachable(uri)
+        tracker = Tracker(uri, cfg.tracking.ui_url, root)
+        for name in preflight(list(config.hydra.overrides.task)):
+            tracker.experiment(name)
+
+
+def _job(cfg: DictConfig) -> None:
+    """One job: exactly what `losslab run <this job's overrides>` does."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from losslab.cli import print_result
+    from losslab.run import run
+
+    # joblib's loky workers report their start method as "loky", which a spawned child
+    # (the tracking writer) cannot resolve; reset it to the standard spawn.
+    if mp.get_start_method(allow_none=True) not in (None, "spawn", "fork", "forkserver"):
+        mp.set_start_method("spawn", force=True)
+    print_result(run(list(HydraConfig.get().overrides.task)))
+
+
+def multirun(overrides: list[str]) -> int:
+    """Run the sweep through Hydra's own entry point (launchers, sweepers, callbacks)."""
+    import hydra
+
+    overrides = _normalise_sweep(overrides)
+    preflight(overrides)  # one clear line for a bad value, before Hydra starts anything
+    root = project_root()
+    main = hydra.main(config_path=str(root / "conf"), config_name="config", version_base="1.3")(_job)
+    argv = sys.argv
+    sys.argv = [str(Path(argv[0]).name), "--multirun", *overrides]
+    try:
+        main()
+    finally:
+        sys.argv = argv
+    return 0
