@@ -38,6 +38,9 @@ def test_joblib_multirun_loses_and_duplicates_no_run(project: Path) -> None:
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in r.stdout + r.stderr
+    link = next(
+        line for line in r.stdout.splitlines() if line.startswith("compare linear runs of this sweep")
+    )
 
     rows = _rows(project / "mlflow.db")
     parents = [row for row in rows if row[3] is None]
@@ -46,6 +49,7 @@ def test_joblib_multirun_loses_and_duplicates_no_run(project: Path) -> None:
     assert len(children) == 2 * len(VARIANTS)
     assert {row[3] for row in children} == {row[0] for row in parents}
     assert {row[1] for row in rows} == {"FINISHED"}
+    assert all(row[0] in link for row in parents)  # one link lines the whole sweep up
     # The jobs really ran side by side: some two parent runs overlap in time.
     spans = sorted((row[4], row[5]) for row in parents)
     assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))

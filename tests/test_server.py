@@ -9,13 +9,14 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from projects import BIN, run_cli
+from projects import BIN, ROOT, cli_env, run_cli
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -29,14 +30,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`losslab server` with the local config (conf/mlflow_server/local.yaml) on a temp store."""
     store = tmp_path_factory.mktemp("server")
     port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store}/mlflow.db",
-         "--artifacts-destination", str(store / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [str(BIN / "losslab"), "server", f"mlflow_server.port={port}",
+         f"mlflow_server.backend_store_uri=sqlite:///{store}/mlflow.db",
+         f"mlflow_server.artifacts_destination={store / 'artifacts'}"],
+        env=cli_env(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -95,6 +96,46 @@ def test_runs_arrive_over_http(logged: tuple[str, str]) -> None:
         "ten_points",
     ]
     assert link.startswith(f"{url}/#/compare-runs?runs=")
+
+
+def test_no_secret_from_the_environment_is_logged(server: str, prepared: Path, tmp_path: Path) -> None:
+    """Credentials in MLFLOW_TRACKING_URI and other secrets in the environment reach no param,
+    tag, metric name or artifact, and are not printed."""
+    from projects import copy_project
+
+    secrets = ("uri-pass-5c1d", "bearer-tok-77aa", "aws-secret-0b3e")
+    proj = copy_project(tmp_path / "proj")
+    shutil.copytree(prepared / "data", proj / "data", dirs_exist_ok=True)
+    env = {
+        "MLFLOW_TRACKING_URI": server.replace("http://", f"http://alice:{secrets[0]}@"),
+        "MLFLOW_TRACKING_TOKEN": secrets[1],
+        "AWS_SECRET_ACCESS_KEY": secrets[2],
+    }
+    r = run_cli(proj, "run", "scenario=linear", "variant=broken", "tracking=team", "seeds=[0]", **env)
+    assert r.returncode == 0, r.stderr
+    printed = [line for line in (r.stdout + r.stderr).splitlines() if any(s in line for s in secrets)]
+    assert not printed
+
+    exp = _api(server, "experiments/get-by-name?experiment_name=linear")["experiment"]
+    body = {"experiment_ids": [exp["experiment_id"]], "max_results": 1000}
+    runs = _api(server, "runs/search", body)["runs"]
+    assert runs
+    for run in runs:
+        data = run["data"]
+        text = json.dumps([data.get("params"), data.get("tags"), [m["key"] for m in data.get("metrics", [])]])
+        assert not any(s in text for s in secrets)
+        run_id = run["info"]["run_id"]
+        todo = [""]
+        while todo:
+            listing = _api(server, f"artifacts/list?run_id={run_id}&path={todo.pop()}")
+            for f in listing.get("files", []):
+                if f["is_dir"]:
+                    todo.append(f["path"])
+                    continue
+                q = urllib.parse.urlencode({"path": f["path"], "run_uuid": run_id})
+                with urllib.request.urlopen(f"{server}/get-artifact?{q}", timeout=10) as resp:
+                    body = resp.read()
+                assert not any(s.encode() in body for s in secrets), f["path"]
 
 
 def test_unreachable_server_fails_before_training(prepared: Path) -> None:

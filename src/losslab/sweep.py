@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,13 @@ def preflight(overrides: list[str]) -> list[str]:
 
 
 class InitStore(Callback):
-    """Create the tracking store and the swept scenarios' experiments once, before any job."""
+    """Create the tracking store and the swept scenarios' experiments once, before any job;
+    at the end, print one compare link per scenario over the variants the sweep finished."""
+
+    def __init__(self) -> None:
+        self.experiments: dict[str, str] = {}
+        self.since = 0
+        self.tracker: Any = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from losslab.tracking import Tracker, check_reachable, resolve_uri
@@ -81,9 +88,25 @@ class InitStore(Callback):
         cfg = OmegaConf.create({"paths": {"root": str(root)}, "tracking": config.tracking})
         uri = resolve_uri(cfg)
         check_reachable(uri)
-        tracker = Tracker(uri, cfg.tracking.ui_url, root)
+        self.tracker = Tracker(uri, cfg.tracking.ui_url, root)
+        self.since = int(time.time() * 1000)
         for name in preflight(list(config.hydra.overrides.task)):
-            tracker.experiment(name)
+            self.experiments[name] = self.tracker.experiment(name)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from losslab.tracking import compare_url
+
+        t = self.tracker
+        for name, exp in self.experiments.items():
+            query = f"attributes.start_time >= {self.since} AND attributes.status = 'FINISHED'"
+            runs = t.client.search_runs(
+                [exp], query, max_results=1000, order_by=["attributes.start_time ASC"]
+            )
+            parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+            parents.sort(key=lambda r: r.data.tags.get("role") != "broken")  # broken first
+            if parents:
+                link = compare_url(t.uri, t.ui_url, exp, [r.info.run_id for r in parents])
+                print(f"compare {name} runs of this sweep: {link}", flush=True)
 
 
 def _job(cfg: DictConfig) -> None:

@@ -76,9 +76,16 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             raise LosslabError(f"tracking store directory does not exist: {path.parent}")
         _check_sqlite(path)
     elif scheme in ("http", "https"):
-        url = uri.rstrip("/") + "/health"
+        parts = urllib.parse.urlsplit(uri)
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        req = urllib.request.Request(url.rstrip("/") + "/health")
+        if parts.username:  # user:password@ in the URI: send it as MLflow's client would
+            import base64
+
+            pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            req.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 if r.status != 200:
                     raise LosslabError(f"tracking server {redact(uri)} answered {r.status} on /health")
         except LosslabError:
@@ -176,6 +183,9 @@ class Tracker:
         # mlflow sets its loggers up on import; store migrations announce themselves at INFO.
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # MLflow prints a "View run at <tracking URI>" line per run over HTTP: noise, and
+        # the URI may carry user:password. losslab prints its own, credential-free links.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.uri, self.ui_url, self.root = uri, ui_url.rstrip("/"), root
         self.client = MlflowClient(tracking_uri=uri)
         self.commit = git_commit(root)
