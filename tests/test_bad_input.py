@@ -38,8 +38,24 @@ CASES = [
     ("text-in-data", [], {"data/linear/points.csv": "x,y\n1.0,oops\n"}, "'oops' is not a number"),
     ("nan-in-data", [], {"data/linear/points.csv": "x,y\n1.0,nan\n"}, "(not finite)"),
     ("inf-in-data", [], {"data/linear/points.csv": "x,y\ninf,1.0\n"}, "(not finite)"),
-    ("empty-data", [], {"data/linear/points.csv": ""}, "points.csv"),
+    ("empty-data", [], {"data/linear/points.csv": ""}, "empty, expected a header row"),
     ("wrong-columns", [], {"data/linear/points.csv": "a,b\n1,2\n"}, "lacks column(s) x, y"),
+    # The other scenarios' own data and configs go through the same checks.
+    ("xor-missing-data", ["scenario=xor"], {"data/xor/points.csv": None}, "missing data file"),
+    (
+        "xor-unknown-variant",
+        ["scenario=xor", "variant=nope"],
+        {},
+        "unknown variant 'nope' for scenario 'xor'",
+    ),
+    ("relu-head-columns", ["scenario=relu_head"], {"data/relu_head/line.csv": "a,b\n1,2\n"}, "lacks column"),
+    ("scratch-lr-text", ["scenario=scratch_backprop", "optimizer.lr=fast"], {}, "got 'fast'"),
+    (
+        "scratch-truncated",
+        ["scenario=scratch_backprop"],
+        {"data/scratch_backprop/moons.csv": "x1,x2,y\n0.1\n"},
+        "line 2 has 1 fields",
+    ),
     ("server-unreachable", ["tracking.uri=http://127.0.0.1:9"], {}, "unreachable"),
     ("uri-malformed", ["tracking.uri=not-a-uri"], {}, "malformed tracking URI"),
     ("uri-scheme", ["tracking.uri=ftp://127.0.0.1/x"], {}, "unsupported tracking URI scheme"),
@@ -89,7 +105,8 @@ def test_bad_input(project: Path, args: list[str], edits: dict, message: str) ->
             (project / rel).unlink()
         else:
             (project / rel).write_text(content)
-    metrics = project / "metrics" / "linear.json"
+    scenario = next((a.split("=", 1)[1] for a in args if a.startswith("scenario=")), "linear")
+    metrics = project / "metrics" / f"{scenario}.json"
     before = metrics.read_bytes() if metrics.is_file() else None
     r = run_cli(
         project, "run", *(["scenario=linear"] if not any("scenario=" in a for a in args) else []), *args
