@@ -71,3 +71,29 @@ def test_multirun_matches_single_runs(project: Path) -> None:
     with sqlite3.connect(f"file:{project / 'mlflow.db'}?mode=ro", uri=True) as con:
         values = [v for (v,) in con.execute(query)]
     assert len(values) == 2 and values[0] == values[1], json.dumps(values)
+
+
+def test_sweep_over_every_scenario(project: Path) -> None:
+    """`-m scenario=a,b,…` runs whole scenarios as jobs: every variant of every scenario
+    lands once, and each job writes its scenario's DVC outputs."""
+    import json
+
+    from losslab.config import available, variants_of
+
+    scenarios = available(project, "scenario")
+    r = run_cli(project, "run", "-m", f"scenario={','.join(scenarios)}", "seeds=[0]", "epochs_scale=0.05")
+    assert r.returncode == 0, r.stderr[-3000:]
+    query = """
+        SELECT e.name, t.value, r.status FROM runs r
+        JOIN experiments e ON e.experiment_id = r.experiment_id
+        JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'variant'
+        WHERE NOT EXISTS (SELECT 1 FROM tags p WHERE p.run_uuid = r.run_uuid AND p.key = 'mlflow.parentRunId')
+    """
+    with sqlite3.connect(f"file:{project / 'mlflow.db'}?mode=ro", uri=True) as con:
+        rows = list(con.execute(query))
+    assert {status for _, _, status in rows} == {"FINISHED"}
+    for name in scenarios:
+        assert sorted(v for s, v, _ in rows if s == name) == sorted(variants_of(project, name))
+        doc = json.loads((project / "metrics" / f"{name}.json").read_text())
+        assert list(doc["variants"]) == variants_of(project, name)
+        assert all(sum(v["outcomes"].values()) == 1 for v in doc["variants"].values())  # seeds=[0]

@@ -175,7 +175,7 @@ def run(overrides: list[str]) -> ScenarioResult:
     chosen = [o for o in overrides if o.startswith("variant=")]
     names = [base.variant.name] if chosen else variants_of(root, scenario)
     rest = [o for o in overrides if not o.startswith("variant=")]
-    cfgs = [base] if chosen else [compose([*rest, f"variant={scenario}/{n}"], root) for n in names]
+    cfgs = [base] if chosen else [_compose_variant(rest, scenario, n, root) for n in names]
 
     # Pre-flight: every input checked before a single run is created.
     for cfg in cfgs:
@@ -209,6 +209,13 @@ def run(overrides: list[str]) -> ScenarioResult:
     parents = [v.runs.parent for v in result.variants if v.runs]
     result.compare_url = tracker.compare_url(experiment_id, parents)
     return result
+
+
+def _compose_variant(overrides: list[str], scenario: str, name: str, root: Path) -> DictConfig:
+    try:
+        return compose([*overrides, f"variant={scenario}/{name}"], root)
+    except LosslabError as e:
+        raise LosslabError(f"{scenario}/{name}: {e}") from e
 
 
 def _write_outputs(result: ScenarioResult, root: Path, tracker: TrackerProcess) -> None:

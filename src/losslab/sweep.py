@@ -65,8 +65,11 @@ def preflight(overrides: list[str]) -> list[str]:
     root = project_root()
     scenarios: list[str] = []
     for job in jobs(overrides):
-        cfg = compose(job, root)
-        read_xy(root / cfg.data.path, list(cfg.data.inputs), list(cfg.data.targets), cfg.data.n_points)
+        try:
+            cfg = compose(job, root)
+            read_xy(root / cfg.data.path, list(cfg.data.inputs), list(cfg.data.targets), cfg.data.n_points)
+        except LosslabError as e:
+            raise LosslabError(f"sweep job [{' '.join(job)}]: {e}") from e
         if cfg.scenario.name not in scenarios:
             scenarios.append(cfg.scenario.name)
     return scenarios
