@@ -97,3 +97,17 @@ def test_sweep_over_every_scenario(project: Path) -> None:
         doc = json.loads((project / "metrics" / f"{name}.json").read_text())
         assert list(doc["variants"]) == variants_of(project, name)
         assert all(sum(v["outcomes"].values()) == 1 for v in doc["variants"].values())  # seeds=[0]
+
+
+def test_a_failing_job_fails_the_sweep_in_one_line_each(project: Path) -> None:
+    """A config that composes but cannot train: each job says so in one line, the other
+    jobs still run, the sweep exits non-zero and no run is left RUNNING."""
+    r = run_cli(
+        project, "run", "-m", "scenario=linear", "variant=broken,adam", "model.sizes=[2,1]", "seeds=[0]"
+    )
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("losslab: error: sweep job")]
+    assert len(errors) == 2 and all("training linear/" in e for e in errors)
+    assert "Traceback" not in r.stderr
+    statuses = {row[1] for row in _rows(project / "mlflow.db")}
+    assert statuses == {"FAILED"}

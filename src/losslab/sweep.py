@@ -25,6 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from losslab.config import compose, project_root
 from losslab.errors import LosslabError
 
+FAILED = "FAILED"  # marker a failed job leaves in its Hydra output directory
+
 
 def _is_hydra(override: str) -> bool:
     return override.lstrip("+~").startswith("hydra")
@@ -123,7 +125,17 @@ def _job(cfg: DictConfig) -> None:
     # (the tracking writer) cannot resolve; reset it to the standard spawn.
     if mp.get_start_method(allow_none=True) not in (None, "spawn", "fork", "forkserver"):
         mp.set_start_method("spawn", force=True)
-    print_result(run(list(HydraConfig.get().overrides.task)))
+    hc = HydraConfig.get()
+    overrides = list(hc.overrides.task)
+    marker = Path(hc.runtime.output_dir) / FAILED
+    marker.unlink(missing_ok=True)
+    try:
+        print_result(run(overrides))
+    except LosslabError as e:
+        # One line, like `losslab run`; the marker tells the launching process (which may
+        # be on another machine than this job) that the sweep failed. The other jobs go on.
+        print(f"losslab: error: sweep job [{' '.join(overrides)}]: {e}", file=sys.stderr, flush=True)
+        marker.write_text(f"{e}\n")
 
 
 def multirun(overrides: list[str]) -> int:
@@ -133,6 +145,10 @@ def multirun(overrides: list[str]) -> int:
     overrides = _normalise_sweep(overrides)
     preflight(overrides)  # one clear line for a bad value, before Hydra starts anything
     root = project_root()
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.dir=")]
+    sweep_dir = Path(given[-1] if given else time.strftime("multirun/%Y-%m-%d/%H-%M-%S"))
+    if not given:  # the config's default, pinned here so the jobs' markers can be found
+        overrides = [*overrides, f"hydra.sweep.dir={sweep_dir}"]
     main = hydra.main(config_path=str(root / "conf"), config_name="config", version_base="1.3")(_job)
     argv = sys.argv
     sys.argv = [str(Path(argv[0]).name), "--multirun", *overrides]
@@ -140,4 +156,4 @@ def multirun(overrides: list[str]) -> int:
         main()
     finally:
         sys.argv = argv
-    return 0
+    return 2 if list(sweep_dir.glob(f"*/{FAILED}")) else 0
