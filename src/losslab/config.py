@@ -51,13 +51,17 @@ def variants_of(root: Path, scenario: str) -> list[str]:
     return sorted(names, key=lambda n: (n != "broken", n))
 
 
-def _normalise(overrides: list[str]) -> list[str]:
-    """Accept `variant=adam` as short for `variant=<scenario>/adam`."""
+def normalise(overrides: list[str]) -> list[str]:
+    """Accept `variant=adam` as short for `variant=<scenario>/adam`; in a sweep,
+    `variant=broken,adam` for `variant=linear/broken,linear/adam` (one scenario only)."""
     scenario = next((o.split("=", 1)[1] for o in overrides if o.startswith("scenario=")), None)
+    if not scenario or "," in scenario:
+        return list(overrides)
     out = []
     for o in overrides:
-        if o.startswith("variant=") and "/" not in o and scenario:
-            o = f"variant={scenario}/{o.split('=', 1)[1]}"
+        if o.startswith("variant="):
+            values = o.split("=", 1)[1].split(",")
+            o = "variant=" + ",".join(v if "/" in v else f"{scenario}/{v}" for v in values)
         out.append(o)
     return out
 
@@ -71,7 +75,7 @@ def compose(overrides: list[str], root: Path | None = None, name: str = "config"
     from omegaconf.errors import OmegaConfBaseException
 
     root = root or project_root()
-    overrides = _normalise(list(overrides))
+    overrides = normalise(list(overrides))
     _check_choices(root, overrides)
     try:
         if GlobalHydra.instance().is_initialized():  # inside a Hydra app (a multirun job)

@@ -22,7 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from losslab.config import compose, project_root
+from losslab.config import compose, normalise, project_root
 from losslab.errors import LosslabError
 
 FAILED = "FAILED"  # marker a failed job leaves in its Hydra output directory
@@ -30,20 +30,6 @@ FAILED = "FAILED"  # marker a failed job leaves in its Hydra output directory
 
 def _is_hydra(override: str) -> bool:
     return override.lstrip("+~").startswith("hydra")
-
-
-def _normalise_sweep(overrides: list[str]) -> list[str]:
-    """`variant=broken,adam` -> `variant=linear/broken,linear/adam` for a single scenario."""
-    scenario = next((o.split("=", 1)[1] for o in overrides if o.startswith("scenario=")), None)
-    if not scenario or "," in scenario:
-        return overrides
-    out = []
-    for o in overrides:
-        if o.startswith("variant="):
-            values = o.split("=", 1)[1].split(",")
-            o = "variant=" + ",".join(v if "/" in v else f"{scenario}/{v}" for v in values)
-        out.append(o)
-    return out
 
 
 def jobs(overrides: list[str]) -> list[list[str]]:
@@ -142,7 +128,7 @@ def multirun(overrides: list[str]) -> int:
     """Run the sweep through Hydra's own entry point (launchers, sweepers, callbacks)."""
     import hydra
 
-    overrides = _normalise_sweep(overrides)
+    overrides = normalise(overrides)
     preflight(overrides)  # one clear line for a bad value, before Hydra starts anything
     root = project_root()
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.dir=")]
