@@ -71,3 +71,18 @@ def run_tool(project: Path, *cmd: str, timeout: float = 600) -> subprocess.Compl
         text=True,
         timeout=timeout,
     )
+
+
+def run_statuses(project: Path) -> list[str]:
+    """Statuses of every run in the project's sqlite store, read with plain sqlite: a run may
+    still be creating the store, and a second MLflow client would race its schema migration."""
+    import sqlite3
+
+    db = project / "mlflow.db"
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return [status for (status,) in con.execute("SELECT status FROM runs")]
+    except sqlite3.DatabaseError:  # not created yet (or a corrupt store)
+        return []

@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from projects import run_cli
+from projects import run_cli, run_statuses
 
 CASES = [
     # (id, args, file edits, expected fragment of the one stderr line)
@@ -73,21 +73,6 @@ CASES = [
 ]
 
 
-def _statuses(project: Path) -> list[str]:
-    """Run statuses read with plain sqlite while a run may still be creating the store
-    (a second MLflow client would race its schema migration)."""
-    import sqlite3
-
-    db = project / "mlflow.db"
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            return [row[0] for row in con.execute("SELECT status FROM runs")]
-    except sqlite3.DatabaseError:  # not created yet (or the corrupt-store case)
-        return []
-
-
 def _runs(project: Path) -> list:
     db = project / "mlflow.db"
     if not db.exists():
@@ -117,7 +102,7 @@ def test_bad_input(project: Path, args: list[str], edits: dict, message: str) ->
     assert lines[0].startswith("losslab: error: ")
     assert message in lines[0]
     assert "Traceback" not in r.stdout + r.stderr
-    assert "RUNNING" not in _statuses(project)
+    assert "RUNNING" not in run_statuses(project)
     assert (metrics.read_bytes() if metrics.is_file() else None) == before  # no output claimed
 
 
@@ -150,7 +135,7 @@ def test_sigkill_midway_leaves_no_run_running(project: Path) -> None:
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
-            if _statuses(project) == ["RUNNING"] * 6:
+            if run_statuses(project) == ["RUNNING"] * 6:
                 break
             time.sleep(0.5)
         else:
@@ -158,7 +143,7 @@ def test_sigkill_midway_leaves_no_run_running(project: Path) -> None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         deadline = time.time() + 60
-        while time.time() < deadline and "RUNNING" in _statuses(project):
+        while time.time() < deadline and "RUNNING" in run_statuses(project):
             time.sleep(0.5)
         assert {r.info.status for r in _runs(project)} == {"KILLED"}
     finally:

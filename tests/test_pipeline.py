@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from projects import copy_project, git, run_cli, run_tool
+from projects import copy_project, git, run_cli, run_statuses, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -128,16 +128,6 @@ def test_incremental_determinism_verify_and_experiments(repo: Path) -> None:
     assert len(plots) == 1 + 5 * 2 * 250
 
 
-def _statuses(db: Path) -> list[str]:
-    import sqlite3
-
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            return [s for (s,) in con.execute("SELECT status FROM runs")]
-    except sqlite3.DatabaseError:
-        return []
-
-
 def test_sigkill_stage_then_repro(tmp_path: Path) -> None:
     """SIGKILL the whole `dvc repro` process group in the middle of train@linear, after a
     params change: the next `dvc repro` completes, the killed runs end KILLED, and the
@@ -158,7 +148,7 @@ def test_sigkill_stage_then_repro(tmp_path: Path) -> None:
     git(proj, "commit", "-qm", "clone")
     ok(run_tool(proj, "dvc", "repro", "--force"))  # the old state: 250 epochs
     db = proj / "mlflow.db"
-    old_runs = len(_statuses(db))
+    old_runs = len(run_statuses(proj))
     assert old_runs == 30
 
     params.write_text(text)  # the new state: 500 epochs
@@ -173,7 +163,7 @@ def test_sigkill_stage_then_repro(tmp_path: Path) -> None:
     try:
         deadline = time.time() + 300
         while time.time() < deadline:  # midway: one new variant done, the next one running
-            s = _statuses(db)
+            s = run_statuses(proj)
             if len(s) > old_runs + 6 and "RUNNING" in s:
                 break
             time.sleep(0.2)
@@ -184,12 +174,12 @@ def test_sigkill_stage_then_repro(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert "RUNNING" in _statuses(db)  # nobody was left to close them
+    assert "RUNNING" in run_statuses(proj)  # nobody was left to close them
 
     out = ok(run_tool(proj, "dvc", "repro"))
     assert "Running stage 'train@linear'" in out and "Running stage 'report'" in out
-    assert "RUNNING" not in _statuses(db)  # reaped as KILLED on the next start
-    assert "KILLED" in _statuses(db)
+    assert "RUNNING" not in run_statuses(proj)  # reaped as KILLED on the next start
+    assert "KILLED" in run_statuses(proj)
     assert "Data and pipelines are up to date" in ok(run_tool(proj, "dvc", "status"))
 
     plots = (proj / "plots" / "linear.csv").read_text().splitlines()

@@ -104,15 +104,13 @@ class TableDataModule(pl.LightningDataModule):
         tr, va, te = slice(0, n_fit - n_val), slice(n_fit - n_val, n_fit), slice(n_fit, None)
         self.raw = {"train": (x[tr], y[tr]), "val": (x[va], y[va]), "test": (x[te], y[te])}
         xt, yt = self.raw["train"]
+        self.x_shift, self.x_div = torch.zeros(xt.shape[1]), torch.ones(xt.shape[1])  # identity
+        self.y_shift, self.y_div = torch.zeros(yt.shape[1]), torch.ones(yt.shape[1])
         if self.scale == "minmax":
             self.x_shift, self.x_div = xt.min(0).values, (xt.max(0).values - xt.min(0).values)
             self.y_shift, self.y_div = yt.min(0).values, (yt.max(0).values - yt.min(0).values)
-        elif self.scale == "standardize":
+        elif self.scale == "standardize":  # inputs only, as in the fixes it ports
             self.x_shift, self.x_div = xt.mean(0), xt.std(0, unbiased=False)
-            self.y_shift, self.y_div = torch.zeros(yt.shape[1]), torch.ones(yt.shape[1])
-        else:
-            self.x_shift, self.x_div = torch.zeros(xt.shape[1]), torch.ones(xt.shape[1])
-            self.y_shift, self.y_div = torch.zeros(yt.shape[1]), torch.ones(yt.shape[1])
         self.x_div, self.y_div = self.x_div.clamp_min(1e-12), self.y_div.clamp_min(1e-12)
         self.x, self.y = self.part("train")
 

@@ -93,16 +93,21 @@ def output_paths(root: Path, name: str) -> tuple[Path, Path, Path]:
     )
 
 
-def check_writable(root: Path, paths: Iterable[Path]) -> None:
-    """Fail before training if an output cannot be written (probed with a real file, since
-    permission bits say nothing when running as root)."""
+def probe_write(directory: Path) -> None:
+    """Create and delete a file in `directory` (OSError if that fails): permission bits say
+    nothing when running as root, or on a read-only mount such as /proc."""
     import tempfile
 
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".losslab-probe-"):
+        pass
+
+
+def check_writable(root: Path, paths: Iterable[Path]) -> None:
+    """Fail before training if an output cannot be written."""
     for path in paths:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".losslab-probe-"):
-                pass
+            probe_write(path.parent)
             if path.exists() and (path.is_dir() or not os.access(path, os.W_OK)):
                 raise PermissionError(f"{path} is not a writable file")
         except OSError as e:

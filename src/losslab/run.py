@@ -24,7 +24,7 @@ from losslab.config import VariantInfo, compose, epochs, project_root, variants_
 from losslab.data import read_xy, write_table
 from losslab.errors import LosslabError
 from losslab.outcome import Outcome, classify, finite_or_none
-from losslab.tracking import RunGroup, TrackerProcess, flatten
+from losslab.tracking import RunGroup, TrackerProcess, flatten, public_config
 
 # torch, Lightning and MLflow load only once the inputs are known to be good, so a bad
 # override or data file is answered in well under a second.
@@ -414,7 +414,7 @@ def _log_variant(tracker: TrackerProcess, v: VariantResult, records: dict[str, n
     # Median over seeds; a diverged seed makes it NaN rather than being hidden.
     curves = {k: np.median(a, axis=0) for k, a in records.items()}
     tracker.log(key, params=params, tags=tags, summary=numbers, curves=curves)
-    tracker.artifact_text(key, OmegaConf.to_yaml(_public(v.cfg)), "config.yaml")
+    tracker.artifact_text(key, OmegaConf.to_yaml(public_config(v.cfg)), "config.yaml")
     tracker.artifact_text(key, _curves_csv(v, records), "curves.csv")
     from losslab.report import series
 
@@ -430,15 +430,6 @@ def _curves_csv(v: VariantResult, records: dict[str, np.ndarray]) -> str:
         for e in range(records[names[0]].shape[1]):
             lines.append(",".join([str(s.seed), str(e + 1), *(repr(float(records[n][i, e])) for n in names)]))
     return "\n".join(lines) + "\n"
-
-
-def _public(cfg: DictConfig) -> DictConfig:
-    """The composed config without tracking settings (URIs may carry credentials)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(c, dict)
-    c.pop("tracking", None)
-    c.pop("paths", None)
-    return OmegaConf.create(c)
 
 
 def require_scenarios(root: Path, names: list[str]) -> None:

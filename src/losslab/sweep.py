@@ -46,21 +46,27 @@ def jobs(overrides: list[str]) -> list[list[str]]:
     return [list(job) for batch in batches for job in batch]
 
 
-def preflight(overrides: list[str]) -> list[str]:
-    """Compose and validate every job and read its data; return the scenarios swept."""
+def preflight(overrides: list[str]) -> None:
+    """Compose and validate every job and read its data."""
     from losslab.data import read_xy
 
     root = project_root()
-    scenarios: list[str] = []
     for job in jobs(overrides):
         try:
             cfg = compose(job, root)
             read_xy(root / cfg.data.path, list(cfg.data.inputs), list(cfg.data.targets), cfg.data.n_points)
         except LosslabError as e:
             raise LosslabError(f"sweep job [{' '.join(job)}]: {e}") from e
-        if cfg.scenario.name not in scenarios:
-            scenarios.append(cfg.scenario.name)
-    return scenarios
+
+
+def swept_scenarios(overrides: list[str], default: str) -> list[str]:
+    """The scenarios the sweep's jobs run, from their overrides (already checked by preflight)."""
+    names: list[str] = []
+    for job in jobs(overrides):
+        name = next((o.split("=", 1)[1] for o in job if o.startswith("scenario=")), default)
+        if name not in names:
+            names.append(name)
+    return names
 
 
 class InitStore(Callback):
@@ -81,7 +87,7 @@ class InitStore(Callback):
         check_reachable(uri)
         self.tracker = Tracker(uri, cfg.tracking.ui_url, root)
         self.since = int(time.time() * 1000)
-        for name in preflight(list(config.hydra.overrides.task)):
+        for name in swept_scenarios(list(config.hydra.overrides.task), config.scenario.name):
             self.experiments[name] = self.tracker.experiment(name)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -54,6 +54,12 @@ def resolve_uri(cfg: DictConfig) -> str:
     return uri
 
 
+def without_userinfo(url: str) -> str:
+    """The URL without user:password@ (for links and requests), no trailing slash."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
+
+
 def redact(uri: str) -> str:
     """Drop user:password@ from a URI before it is printed or logged."""
     parts = urllib.parse.urlsplit(uri)
@@ -77,8 +83,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         _check_sqlite(path)
     elif scheme in ("http", "https"):
         parts = urllib.parse.urlsplit(uri)
-        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-        req = urllib.request.Request(url.rstrip("/") + "/health")
+        req = urllib.request.Request(without_userinfo(uri) + "/health")
         if parts.username:  # user:password@ in the URI: send it as MLflow's client would
             import base64
 
@@ -98,13 +103,14 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def _check_sqlite(path: Path) -> None:
-    """Probe with real writes (permission bits say nothing to root, or on /proc); MLflow
-    itself would retry a bad store for ~100 s, printing a warning each time."""
+    """Probe with a real write and a real open: MLflow itself would retry a bad store for
+    ~100 s, printing a warning each time."""
     import sqlite3
 
+    from losslab.report import probe_write
+
     try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".losslab-probe-"):
-            pass
+        probe_write(path.parent)
         if path.exists():
             con = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)
             try:
@@ -117,13 +123,20 @@ def _check_sqlite(path: Path) -> None:
         raise LosslabError(f"tracking store is not writable: {path} ({e.strerror or e})") from None
 
 
-def flatten(cfg: DictConfig) -> dict[str, str]:
-    """The composed config as MLflow params (dotted keys), minus tracking settings and
-    nodes that only repeat another node (module.loss: ${loss})."""
+def public_config(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config, resolved, without the sections that never leave this machine:
+    tracking (URIs may carry credentials) and paths (local layout)."""
     data = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(data, dict)
     for private in ("tracking", "paths"):
         data.pop(private, None)
+    return data
+
+
+def flatten(cfg: DictConfig) -> dict[str, str]:
+    """The public config as MLflow params (dotted keys), minus nodes that only repeat
+    another node (module.loss: ${loss})."""
+    data = public_config(cfg)
     for parent, node in cfg.items():
         if isinstance(node, DictConfig):
             for key in node:
@@ -311,10 +324,8 @@ def changes(values: Any) -> list[tuple[int, float]]:
 
 def ui_base(uri: str, ui_url: str) -> str:
     """Where the MLflow UI for this store is served."""
-    base = uri if uri.startswith(("http://", "https://")) else ui_url
-    parts = urllib.parse.urlsplit(base)
-    host = parts.netloc.rpartition("@")[2]  # a link never carries credentials
-    return urllib.parse.urlunsplit(parts._replace(netloc=host)).rstrip("/")
+    # A link never carries credentials.
+    return without_userinfo(uri if uri.startswith(("http://", "https://")) else ui_url)
 
 
 def compare_url(uri: str, ui_url: str, experiment_id: str, run_ids: Sequence[str]) -> str:
