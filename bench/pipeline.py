@@ -121,10 +121,10 @@ def per_epoch(epochs: int = 500) -> dict[str, float]:
 
     import torch
 
-    from losslab.datamodule import TableDataModule
-    from losslab.health import HealthRecorder
-    from losslab.models import Ensemble, mlp
-    from losslab.module import EnsembleModule, make_trainer
+    from losslab.engine.datamodule import TableDataModule
+    from losslab.engine.models import Ensemble, mlp
+    from losslab.engine.module import EnsembleModule, make_trainer
+    from losslab.recorders import HealthRecorder
 
     warnings.filterwarnings("ignore")
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)

@@ -73,16 +73,30 @@ def run_tool(project: Path, *cmd: str, timeout: float = 600) -> subprocess.Compl
     )
 
 
+FAULTY_SCHEDULE = ["scheduler={_target_:faults.failing_schedule,_partial_:true}"]
+
+
+def fault_env() -> dict[str, str]:
+    """Environment that lets a config name tests/faults.py objects."""
+    return {"PYTHONPATH": str(ROOT / "tests")}
+
+
 def run_statuses(project: Path) -> list[str]:
     """Statuses of every run in the project's sqlite store, read with plain sqlite: a run may
-    still be creating the store, and a second MLflow client would race its schema migration."""
+    still be creating the store, and a second MLflow client would race its schema migration.
+
+    No store file, or one whose schema is not written yet, means no runs; any other database
+    error (a corrupt file) raises, so a check that nothing is RUNNING cannot pass vacuously.
+    """
     import sqlite3
 
     db = project / "mlflow.db"
     if not db.exists():
         return []
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=15) as con:
             return [status for (status,) in con.execute("SELECT status FROM runs")]
-    except sqlite3.DatabaseError:  # not created yet (or a corrupt store)
-        return []
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):  # the store is being created right now
+            return []
+        raise

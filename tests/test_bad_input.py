@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from projects import run_cli, run_statuses
+from projects import FAULTY_SCHEDULE, fault_env, run_cli, run_statuses
 
 CASES = [
     # (id, args, file edits, expected fragment of the one stderr line)
@@ -69,7 +69,26 @@ CASES = [
     ("sweep-bad-lr", ["-m", "optimizer.lr=0.01,-1"], {}, "optimizer.lr must be a positive finite number"),
     ("sweep-malformed", ["-m", "optimizer.lr=0.01,,"], {}, "invalid override"),
     ("unknown-option", ["--frobnicate"], {}, "unrecognized arguments"),
-    ("shape-mismatch", ["model.sizes=[2,1]"], {}, "training linear/broken failed"),
+    ("layers-vs-columns", ["model.sizes=[2,1]"], {}, "model.sizes=[2, 1] must start with 1 (data.inputs: x)"),
+    # A variant of another scenario would graft its deltas onto this one.
+    (
+        "foreign-variant",
+        ["scenario=linear", "variant=xor/adam"],
+        {},
+        "belongs to scenario 'xor', not 'linear'",
+    ),
+    ("foreign-variant-default", ["variant=xor/adam"], {}, "belongs to scenario 'xor'"),
+    # Every value against its legal range; the optimizer's own constructor judges its own
+    # (more constructor cases in-process: tests/test_config.py).
+    ("sgd-momentum", ["+optimizer.momentum=-1"], {}, "optimizer: ValueError: Invalid momentum value"),
+    ("layer-zero", ["scenario=xor", "model.sizes=[2,0,1]"], {}, "model.sizes[1] must be a positive integer"),
+    ("layers-short", ["model.sizes=[1]"], {}, "model.sizes must list at least two layer widths"),
+    ("batch-zero", ["data.batch_size=0"], {}, "data.batch_size must be a positive integer, got 0"),
+    ("scale-unknown", ["data.scale=log"], {}, "data.scale must be one of null, standardize, minmax"),
+    ("column-missing", ["data.inputs=[z]"], {}, "lacks column(s) z"),
+    ("split-fraction", ["scenario=relu_head", "data.split.val_fraction=1.5"], {}, "val_fraction must be"),
+    ("min-rate", ["variant.expect.min_rate=2"], {}, "variant.expect.min_rate must be a number in (0, 1]"),
+    ("scratch-bug-typo", ["scenario=scratch_backprop", "module.bugs=[typo]"], {}, "unknown bugs ['typo']"),
 ]
 
 
@@ -102,13 +121,19 @@ def test_bad_input(project: Path, args: list[str], edits: dict, message: str) ->
     assert lines[0].startswith("losslab: error: ")
     assert message in lines[0]
     assert "Traceback" not in r.stdout + r.stderr
-    assert "RUNNING" not in run_statuses(project)
+    if "mlflow.db" not in edits:  # a store corrupted on purpose has no runs to read
+        assert "RUNNING" not in run_statuses(project)
+        assert run_statuses(project) == []  # nothing was created: the error came first
     assert (metrics.read_bytes() if metrics.is_file() else None) == before  # no output claimed
 
 
 def test_training_failure_marks_runs_failed(project: Path) -> None:
-    r = run_cli(project, "run", "scenario=linear", "model.sizes=[2,1]")
+    """A config that passes every check but fails while training: one line, exit 2, FAILED."""
+    r = run_cli(project, "run", "scenario=linear", *FAULTY_SCHEDULE, **fault_env())
     assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "losslab: error: training linear/broken failed: RuntimeError: schedule failed at step 3"
+    ]
     runs = _runs(project)
     assert runs, "runs are created before training"
     assert {run.info.status for run in runs} == {"FAILED"}

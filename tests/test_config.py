@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from losslab.config import VariantInfo, available, compose, epochs, variants_of
-from losslab.errors import LosslabError
-from losslab.outcome import OUTCOMES
+from losslab.core.config import available, compose, epochs, variants_of
+from losslab.core.criteria import Expectations
+from losslab.core.errors import LosslabError
+from losslab.core.outcome import OUTCOMES
+from losslab.engine import build
 from projects import ROOT
 
 ALL = [(s, v) for s in available(ROOT, "scenario") for v in variants_of(ROOT, s)]
@@ -15,12 +17,12 @@ ALL = [(s, v) for s in available(ROOT, "scenario") for v in variants_of(ROOT, s)
 @pytest.mark.parametrize(("scenario", "variant"), ALL, ids=[f"{s}/{v}" for s, v in ALL])
 def test_every_variant_composes(scenario: str, variant: str) -> None:
     cfg = compose([f"scenario={scenario}", f"variant={scenario}/{variant}"], ROOT)
-    info = VariantInfo.of(cfg)
+    info = Expectations.of(cfg)
     assert (info.scenario, info.name) == (scenario, variant)
     assert info.role in ("broken", "fix")
     assert info.description
-    assert set(info.expect_outcome) <= set(OUTCOMES)
-    assert 0 < info.expect_min_rate <= 1
+    assert set(info.outcomes) <= set(OUTCOMES)
+    assert 0 < info.min_rate <= 1
     assert cfg.scenario.source and cfg.data._target_ and cfg.model._target_
     assert epochs(cfg) >= 1
 
@@ -28,7 +30,7 @@ def test_every_variant_composes(scenario: str, variant: str) -> None:
 def test_each_scenario_leads_with_its_broken_original_and_has_fixes() -> None:
     for scenario in available(ROOT, "scenario"):
         roles = {
-            v: VariantInfo.of(compose([f"scenario={scenario}", f"variant={scenario}/{v}"], ROOT)).role
+            v: Expectations.of(compose([f"scenario={scenario}", f"variant={scenario}/{v}"], ROOT)).role
             for v in variants_of(ROOT, scenario)
         }
         assert variants_of(ROOT, scenario)[0] == "broken" and roles["broken"] == "broken"
@@ -84,3 +86,34 @@ def test_bad_values_are_named(overrides: list[str], message: str) -> None:
         compose(overrides, ROOT)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["variant=adam", "+optimizer.betas=[1.5,0.9]"],
+            "linear/adam: optimizer: ValueError: Invalid beta parameter",
+        ),
+        (["variant=adam", "optimizer.eps=-1"], "Invalid epsilon value"),
+        (["+optimizer.momentum=-1"], "Invalid momentum value"),
+        (["+optimizer.weight_decay=-0.1"], "Invalid weight_decay value"),
+        (["+optimizer.momentom=0.9"], "unexpected keyword argument 'momentom'"),
+        (["optimizer._target_=torch.optim.Nope"], "linear/broken: optimizer:"),
+        (["scenario=scratch_backprop", "module.bugs=[typo]"], "module: ValueError: unknown bugs ['typo']"),
+        (
+            ["scenario=relu_head", "variant=linear_head_standardized", "scheduler.decay=fast"],
+            "scheduler: TypeError",
+        ),
+        (["model.weight_init._target_=torch.nn.init.nope_"], "linear/broken: model:"),
+    ],
+)
+def test_constructors_judge_their_own_values(overrides: list[str], message: str) -> None:
+    """torch's own constructors validate what only they know; the error is one line naming
+    the config section, raised before any run exists."""
+    with pytest.raises(LosslabError) as err:
+        build.check(
+            compose(["scenario=linear", *overrides] if "scenario=" not in overrides[0] else overrides, ROOT)
+        )
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).endswith("values)")  # the hint: which section to fix

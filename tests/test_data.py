@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from losslab.data import line, load_table, write_table
-from losslab.errors import LosslabError
+from losslab.core.data import line, load_table, write_table
+from losslab.core.errors import LosslabError
 from projects import run_cli
 
 

@@ -8,11 +8,11 @@ from functools import partial
 import pytest
 import torch
 
-from losslab.datamodule import TableDataModule
-from losslab.health import HealthRecorder
-from losslab.models import Ensemble, mlp
-from losslab.module import EnsembleModule, make_trainer
-from losslab.run import quiet_lightning
+from losslab.engine.datamodule import TableDataModule
+from losslab.engine.models import Ensemble, mlp
+from losslab.engine.module import EnsembleModule, make_trainer
+from losslab.engine.runtime import quiet_lightning
+from losslab.recorders import HealthRecorder
 
 SEEDS = [0, 1, 2]
 EPOCHS = 80

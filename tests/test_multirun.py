@@ -6,7 +6,8 @@ import itertools
 import sqlite3
 from pathlib import Path
 
-from projects import run_cli
+from losslab.core.config import available, variants_of
+from projects import FAULTY_SCHEDULE, fault_env, run_cli
 
 VARIANTS = ["broken", "adam", "sgd_small_lr", "standardized"]
 
@@ -78,8 +79,6 @@ def test_sweep_over_every_scenario(project: Path) -> None:
     lands once, and each job writes its scenario's DVC outputs."""
     import json
 
-    from losslab.config import available, variants_of
-
     scenarios = available(project, "scenario")
     r = run_cli(project, "run", "-m", f"scenario={','.join(scenarios)}", "seeds=[0]", "epochs_scale=0.05")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -103,7 +102,14 @@ def test_a_failing_job_fails_the_sweep_in_one_line_each(project: Path) -> None:
     """A config that composes but cannot train: each job says so in one line, the other
     jobs still run, the sweep exits non-zero and no run is left RUNNING."""
     r = run_cli(
-        project, "run", "-m", "scenario=linear", "variant=broken,adam", "model.sizes=[2,1]", "seeds=[0]"
+        project,
+        "run",
+        "-m",
+        "scenario=linear",
+        "variant=broken,adam",
+        *FAULTY_SCHEDULE,
+        "seeds=[0]",
+        **fault_env(),
     )
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("losslab: error: sweep job")]

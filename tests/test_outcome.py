@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from losslab.outcome import classify
+from losslab.core.outcome import classify
 
 
 def test_inf_then_nan_records_both_epochs() -> None:

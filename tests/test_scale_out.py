@@ -17,8 +17,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from losslab import config, server, tracking
-from losslab.errors import LosslabError
+from losslab import server
+from losslab.core import config
+from losslab.core.errors import LosslabError
+from losslab.tracking import params, uri
 from projects import ROOT, copy_project, git, run_tool
 
 
@@ -90,12 +92,12 @@ def test_team_tracking_reads_the_environment_and_never_logs_credentials(
     secret = "tok-9f8e7d"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://alice:{secret}@mlflow.example.org")
     cfg = config.compose(["tracking=team"], ROOT)
-    uri = tracking.resolve_uri(cfg)
-    assert uri == f"https://alice:{secret}@mlflow.example.org"
-    link = tracking.compare_url(uri, cfg.tracking.ui_url, "1", ["abc"])
+    resolved = uri.resolve_uri(cfg)
+    assert resolved == f"https://alice:{secret}@mlflow.example.org"
+    link = uri.compare_url(resolved, cfg.tracking.ui_url, "1", ["abc"])
     assert link.startswith("https://mlflow.example.org/#/compare-runs") and secret not in link
-    assert secret not in str(tracking.flatten(cfg))
-    assert secret not in tracking.redact(uri)
+    assert secret not in str(params.flatten(cfg))
+    assert secret not in uri.redact(resolved)
 
 
 def _serve(*overrides: str) -> server.ServerCommand:

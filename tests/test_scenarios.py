@@ -1,4 +1,4 @@
-"""The instruments behind xor, relu_head and scratch_backprop, and each symptom via the CLI."""
+"""The hand-written backward behind scratch_backprop, and each scenario's symptom via the CLI."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch.func import grad
 
-from losslab.data import two_moons
-from losslab.health import dead_units
-from losslab.models import Ensemble
-from losslab.scratch import ScratchNet, backward, bce, forward, relative_errors
+from losslab.core.data import two_moons
+from losslab.engine.scratch import ScratchNet, backward, bce, forward
+from losslab.probes import relative_errors
 from projects import run_cli
 
 
@@ -43,27 +42,6 @@ def test_hand_written_gradients_against_autograd(bugs: frozenset, agrees: bool) 
     )
     worst = max(e.item() for e in errors.values())
     assert (worst < 1e-12) if agrees else (worst > 1e-2), (bugs, errors)
-
-
-def test_dead_units_on_a_hand_made_network() -> None:
-    def build() -> torch.nn.Sequential:
-        return torch.nn.Sequential(
-            torch.nn.Linear(1, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1), torch.nn.ReLU()
-        )
-
-    net = Ensemble(build, [0, 1])
-    p = net.params()
-    with torch.no_grad():
-        # hidden pre-activations on x = 1..5: x (alive), -x (dead), 2x - 10 (<= 0: dead)
-        p["0.weight"][:] = torch.tensor([[1.0], [-1.0], [2.0]])
-        p["0.bias"][:] = torch.tensor([0.0, 0.0, -10.0])
-        p["2.weight"][:] = torch.tensor([[1.0, 1.0, 1.0]])
-        p["2.bias"][0] = -100.0  # replica 0: head pre-activation x - 100 < 0 everywhere: dead
-        p["2.bias"][1] = 0.0  # replica 1: x > 0: alive
-    x = torch.arange(1.0, 6.0).unsqueeze(1)
-    frac, head = dead_units(net.template, p, x)
-    assert frac.tolist() == pytest.approx([2 / 3, 2 / 3])
-    assert head.tolist() == [1.0, 0.0]
 
 
 def _run(project: Path, *args: str):

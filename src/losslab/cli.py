@@ -9,25 +9,33 @@
     losslab server [mlflow_server=postgres_s3] [--print]
 
 Errors the user can fix print one line on stderr and exit 2; anything else exits 1 with
-one line too (the traceback only with --debug or LOSSLAB_DEBUG=1).
+one line too (the traceback only with --debug or LOSSLAB_DEBUG=1). Ctrl-C and SIGTERM stop
+with one line and exit 128 + the signal (130, 143); runs of the process end KILLED.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import FrameType
 
 import yaml
 
-from losslab.errors import LosslabError
-
-if TYPE_CHECKING:
-    from losslab.run import ScenarioResult
+from losslab.core.config import compose, project_root
+from losslab.core.data import prepare
+from losslab.core.errors import Interrupted, LosslabError
+from losslab.core.plan import plan, require_scenarios
+from losslab.report.render import FigurePool
+from losslab.report.tables import result_text, text_table
+from losslab.server import serve
+from losslab.tracking.uri import resolve_uri
+from losslab.tracking.writer import TrackerProcess
+from losslab.verify import check_scenario
 
 # params.yaml knobs that the DVC stages pass on, and the Hydra key each one sets.
 KNOBS = {"seeds": "seeds", "epochs_scale": "epochs_scale", "accelerator": "trainer.accelerator"}
@@ -57,8 +65,6 @@ def _knob_overrides(params: dict) -> list[str]:
 
 
 def _scenarios(args: argparse.Namespace, root: Path) -> list[str]:
-    from losslab.run import require_scenarios
-
     names = list(getattr(args, "scenarios", None) or [])
     if not names:
         params = _params(args.params) if args.params else _params_default(root)
@@ -78,65 +84,35 @@ def _params_default(root: Path) -> dict:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from losslab.run import prepare
-
-    for path in prepare(args.overrides):
+    for path in prepare(compose(args.overrides)):
         print(f"wrote {path}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from losslab.run import run
-
     overrides = _knob_overrides(_params(args.params)) + list(args.overrides)
     if args.multirun:
-        from losslab.sweep import multirun
+        # Deferred like the pipeline below: Hydra's launchers, torch and Lightning (~6 s).
+        from losslab.sweeps import multirun
 
         return multirun(overrides)
-    print_result(run(overrides))
+    checked = plan(overrides)  # bad input is answered here, before the heavy imports
+    # The tracking writer and the figure worker start first: MLflow and matplotlib load in
+    # their processes while torch and Lightning load in this one.
+    tracker, figures = TrackerProcess.open(checked.base), FigurePool()
+    try:
+        # Deferred: torch and Lightning cost ~6 s to import, and every other command (and
+        # every bad input above) is answered without them.
+        from losslab.pipeline import run
+    except BaseException:
+        tracker.abort()
+        figures.close(cancel=True)
+        raise
+    print(result_text(run(checked, tracker, figures), checked.root), flush=True)
     return 0
 
 
-def print_result(result: ScenarioResult) -> None:
-    """The verdict table, the stability bound, warnings and the MLflow links of one run."""
-    from losslab.config import project_root
-    from losslab.report import HEADER, metrics_document, table_rows, text_table
-
-    for path in result.outputs:
-        print(f"wrote {path.relative_to(project_root())}")
-    print()
-    rows = table_rows(metrics_document(result))
-    print(text_table(HEADER[:2] + HEADER[3:], [r[:2] + r[3:] for r in rows]))  # no descriptions
-    for v in result.variants:
-        s = v.summary()
-        if s.get("critical_lr") is None:
-            continue
-        bound = (
-            f"  {v.info.name}: lr {s['lr']:g} vs 2/λ_max {s['critical_lr']:.4g} (λ_max {s['lambda_max']:.4g})"
-        )
-        opt = v.cfg.optimizer
-        if not (opt._target_.endswith(".SGD") and not opt.get("momentum")):
-            name = opt._target_.rsplit(".", 1)[-1]
-            print(f"{bound}: the bound is for plain gradient descent, not {name}")
-            continue
-        verdict = "unstable" if s["lr"] > s["critical_lr"] else "stable"
-        scan = f", smallest diverging data size {s['min_diverging_n']}" if s.get("min_diverging_n") else ""
-        print(f"{bound} -> {verdict}{scan}")
-    said: dict[str, list[str]] = {}
-    for v in result.variants:
-        for w in v.warnings:
-            said.setdefault(w, []).append(v.info.name)
-    for w, names in said.items():
-        print(f"WARNING ({', '.join(names)}): {w}")
-    print(f"\nMLflow UI: {result.ui_command}")
-    print(f"compare {result.scenario} runs: {result.compare_url}", flush=True)
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
-    from losslab.config import project_root
-    from losslab.report import text_table
-    from losslab.verify import check_scenario
-
     root = project_root()
     checks = [c for name in _scenarios(args, root) for c in check_scenario(root, name)]
     rows = [
@@ -149,8 +125,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from losslab.config import project_root
-    from losslab.report import write_summary
+    # Deferred: matplotlib (~0.8 s) is needed by this command only.
+    from losslab.report.summary import write_summary
 
     root = project_root()
     path = write_summary(root, _scenarios(args, root))
@@ -159,9 +135,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from losslab.config import compose
-    from losslab.tracking import resolve_uri
-
     uri = resolve_uri(compose([]))
     if not uri.startswith("sqlite:"):
         print(f"runs are on {uri}: open its UI there")
@@ -172,8 +145,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from losslab.server import serve
-
     return serve(args.overrides, dry_run=args.print)
 
 
@@ -240,9 +211,18 @@ def _flags_first(argv: list[str]) -> list[str]:
     return argv[:i] + flags + [a for a in argv[i:] if a not in ("-m", "--multirun")]
 
 
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """SIGINT/SIGTERM -> Interrupted, once: a second Ctrl-C must not cut the clean-up short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(_flags_first(list(sys.argv[1:] if argv is None else argv)))
     debug = args.debug or os.environ.get("LOSSLAB_DEBUG") == "1"
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
     try:
         return args.func(args)
     except LosslabError as e:
@@ -250,9 +230,13 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"losslab: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("losslab: interrupted", file=sys.stderr)
-        return 130
+    except (Interrupted, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        name = signal.Signals(signum).name
+        print(
+            f"losslab: stopped by {name}; runs it started end KILLED, no output was written", file=sys.stderr
+        )
+        return 128 + signum
     except Exception as e:
         if debug:
             traceback.print_exc()

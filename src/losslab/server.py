@@ -18,8 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from losslab.config import compose, project_root
-from losslab.errors import LosslabError
+from losslab.core.config import compose, project_root
+from losslab.core.errors import LosslabError
 
 BACKENDS = {"sqlite": None, "postgresql": "psycopg2", "mysql": "pymysql", "mssql": "pyodbc"}
 ARTIFACT_STORES = {"s3": "boto3", "gs": "google.cloud.storage", "wasbs": "azure.storage.blob"}

@@ -1,0 +1,78 @@
+"""Turn a run's per-epoch loss into an outcome a beginner would recognise.
+
+Order of precedence:
+- `diverged`: a non-finite loss anywhere (with the first inf and the first NaN epoch,
+  1-based: epoch 1's loss is the loss before the first update);
+- `converged`: final loss below the scenario's threshold (or, where the scenario
+  defines one, its success criterion on the outputs is met);
+- `stalled`: the loss sits on a plateau (its last quarter moved by less than 0.1%). A
+  dead ReLU head freezes the loss after one explosive epoch: lower than epoch 1, but
+  stuck; and a frozen loss may drift up by round-off, so this comes before `rising`;
+- `rising`: final loss above the first by more than 0.1%;
+- `stalled`: fell by less than the scenario's `improve_factor`;
+- `improving`: anything else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+OUTCOMES = ("diverged", "rising", "stalled", "improving", "converged")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One seed's verdict, with the epochs (1-based) where the loss first became inf and NaN."""
+
+    label: str
+    initial_loss: float
+    final_loss: float
+    first_inf_epoch: int | None
+    first_nan_epoch: int | None
+
+    @property
+    def diverged_epoch(self) -> int | None:
+        """First epoch whose loss is not finite."""
+        epochs = [e for e in (self.first_inf_epoch, self.first_nan_epoch) if e is not None]
+        return min(epochs) if epochs else None
+
+
+def _first(mask: np.ndarray) -> int | None:
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) + 1 if hits.size else None
+
+
+def _plateau(losses: np.ndarray, rel: float = 1e-3) -> bool:
+    tail = losses[-max(2, len(losses) // 4) :]
+    return len(losses) >= 4 and float(tail.max() - tail.min()) <= rel * abs(float(tail.mean()))
+
+
+def classify(
+    losses: np.ndarray, converge_below: float, improve_factor: float = 0.5, solved: bool | None = None
+) -> Outcome:
+    """`solved`, when the scenario defines a success criterion on the outputs (e.g. every
+    XOR output on the right side of 0.5 by a margin), replaces the loss threshold."""
+    losses = np.asarray(losses, dtype=np.float64)
+    inf_at, nan_at = _first(np.isinf(losses)), _first(np.isnan(losses))
+    initial, final = float(losses[0]), float(losses[-1])
+    if inf_at is not None or nan_at is not None:
+        label = "diverged"
+    elif solved if solved is not None else final < converge_below:
+        label = "converged"
+    elif _plateau(losses):  # before `rising`: a frozen loss may drift up by round-off
+        label = "stalled"
+    elif final > initial * (1 + 1e-3):
+        label = "rising"
+    elif final > improve_factor * initial:
+        label = "stalled"
+    else:
+        label = "improving"
+    return Outcome(label, initial, final, inf_at, nan_at)
+
+
+def finite_or_none(v: float | None) -> float | None:
+    """JSON and DVC have no inf/NaN: a non-finite number is written as null."""
+    return v if v is not None and math.isfinite(v) else None

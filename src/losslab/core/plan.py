@@ -1,0 +1,58 @@
+"""What a `losslab run` will do, checked before anything heavy loads.
+
+Composes every variant the overrides select, reads and checks their data, and probes the
+outputs for writing: a bad override, variant, data file or output directory is one line in
+well under a second, before torch, Lightning or MLflow are imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from losslab.core.config import available, compose, project_root, variants_of
+from losslab.core.data import check_data
+from losslab.core.errors import LosslabError
+from losslab.core.files import check_writable, output_paths
+
+
+@dataclass
+class Plan:
+    root: Path
+    scenario: str
+    configs: list[DictConfig]  # one per variant, in order: the broken original first
+    whole: bool  # every variant of the scenario: also write its DVC outputs
+
+    @property
+    def base(self) -> DictConfig:
+        return self.configs[0]
+
+
+def plan(overrides: list[str], root: Path | None = None) -> Plan:
+    root = root or project_root()
+    base = compose(overrides, root)
+    scenario = base.scenario.name
+    chosen = any(o.startswith("variant=") for o in overrides)
+    rest = [o for o in overrides if not o.startswith("variant=")]
+    configs = [base] if chosen else [_variant(rest, scenario, n, root) for n in variants_of(root, scenario)]
+    for cfg in configs:
+        check_data(cfg)
+    if not chosen:
+        check_writable(root, output_paths(root, scenario))
+    return Plan(root, scenario, configs, whole=not chosen)
+
+
+def _variant(overrides: list[str], scenario: str, name: str, root: Path) -> DictConfig:
+    try:
+        return compose([*overrides, f"variant={scenario}/{name}"], root)
+    except LosslabError as e:
+        raise LosslabError(f"{scenario}/{name}: {e}") from e
+
+
+def require_scenarios(root: Path, names: list[str]) -> None:
+    known = available(root, "scenario")
+    for n in names:
+        if n not in known:
+            raise LosslabError(f"unknown scenario '{n}' (available: {', '.join(known)})")

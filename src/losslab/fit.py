@@ -1,0 +1,133 @@
+"""fit(cfg) -> FitRecords: train one variant over all its seeds and say what was measured.
+
+Reads like its object graph: datamodule, ensemble of seeds, module, pre-fit checks,
+stability bound, recorders, trainer, fit, end-of-fit numbers. No tracking, no files, no
+verdicts: the caller decides what to do with the records (the pipeline tracks and judges
+them; a test or the doctor just reads them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from losslab.core.criteria import MARGIN, Criterion
+from losslab.core.results import FitRecords, Stability
+from losslab.engine import build
+from losslab.engine.datamodule import TableDataModule
+from losslab.engine.models import Ensemble
+from losslab.engine.module import EnsembleModule
+from losslab.probes import critical_lr, lambda_max, loss_broadcast, metric_misuse, smallest_unstable_prefix
+from losslab.recorders import HealthRecorder
+
+
+def fit(
+    cfg: DictConfig, dm: TableDataModule | None = None, warn: Callable[[str], None] | None = None
+) -> FitRecords:
+    """Train every seed of the variant `cfg` describes, as one ensemble.
+
+    `dm`: a datamodule already set up (the pipeline builds them all before tracking);
+    `warn`: called with each pre-fit finding (a broadcasting loss, a misused metric) before
+    training starts, so it can be said loudly while the fit runs.
+    """
+    dm = dm or build.datamodule(cfg)
+    dm.setup()
+    seeds = list(cfg.seeds)
+    pl.seed_everything(seeds[0], workers=True, verbose=False)
+    dm.bind(seeds)
+    net = build.ensemble(cfg)
+    module = build.module(cfg, net)
+    findings = pitfalls(module, dm, list(cfg.scenario.get("metrics") or []))
+    for f in findings:
+        (warn or (lambda _: None))(f)
+    stability = _stability(cfg, net, module.loss_fn, dm)
+    extra = (instantiate(c) for c in (cfg.scenario.get("callbacks") or {}).values())
+    recorders = [HealthRecorder(), *extra]
+    build.trainer(cfg, recorders).fit(module, datamodule=dm)
+
+    criterion = Criterion.of(cfg)
+    finals = {
+        **_predictions(cfg, net, dm, criterion),
+        **{k: v for r in recorders for k, v in r.finals.items()},
+    }
+    opt = cfg.optimizer
+    return FitRecords(
+        scenario=cfg.scenario.name,
+        variant=cfg.variant.name,
+        seeds=seeds,
+        curves={k: v for r in recorders for k, v in r.records().items()},
+        finals=finals,
+        checks={MARGIN: _margin(net, dm, criterion)} if criterion.number == MARGIN else {},
+        stability=stability,
+        warnings=findings,
+        lr=float(opt.lr),
+        optimizer=opt._target_.rsplit(".", 1)[-1],
+        plain_gd=opt._target_.endswith(".SGD") and not opt.get("momentum"),
+    )
+
+
+def pitfalls(module: EnsembleModule, dm: TableDataModule, metrics: list[str]) -> list[str]:
+    """The silent mistakes visible before training, on the first batch of the first replica."""
+    x, y = next(iter(dm.train_dataloader()))
+    with torch.no_grad():
+        out = module(x.to(module.device))
+    found = [loss_broadcast(out.shape[1:], y.shape[1:]), metric_misuse(metrics, dm.raw["train"][1])]
+    return [f for f in found if f]
+
+
+def _stability(
+    cfg: DictConfig, net: Ensemble, loss_fn: object, dm: TableDataModule
+) -> list[Stability] | None:
+    """2/λ_max per replica at its initial weights; the data-size scan on the first replica."""
+    spec = cfg.scenario.get("stability") or {}
+    if not spec.get("enabled", False):
+        return None
+    lr = float(cfg.optimizer.lr)
+    out = []
+    for i in range(len(net.seeds)):
+        params = net.replica(i)
+        lam = lambda_max(net.template, loss_fn, dm.x, dm.y, params=params)
+        min_n = None
+        if i == 0 and spec.get("prefix_scan", False):
+            full_x, full_y = dm.full_data()
+            min_n = smallest_unstable_prefix(net.template, loss_fn, full_x, full_y, lr, params=params)
+        out.append(Stability(lam, critical_lr(lam), lr, min_n))
+    return out
+
+
+def _link(criterion: Criterion) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Outputs -> the targets' scale: identity, or sigmoid for a model trained on logits."""
+    return torch.sigmoid if criterion.link == "sigmoid" else (lambda t: t)
+
+
+def _outputs(net: Ensemble, x: torch.Tensor) -> torch.Tensor:
+    x = x.to(next(net.parameters()).device)
+    with torch.no_grad():
+        return net(x.expand(len(net.seeds), *x.shape))
+
+
+def _predictions(
+    cfg: DictConfig, net: Ensemble, dm: TableDataModule, criterion: Criterion
+) -> dict[str, np.ndarray]:
+    """Each replica's prediction (on the targets' scale) at the scenario's probe inputs."""
+    out = {}
+    for name, spec in (cfg.scenario.get("probes") or {}).items():
+        raw = spec.x if OmegaConf.is_list(spec.x) else [spec.x]
+        x = dm.encode(torch.tensor([[float(v) for v in raw]]))
+        pred = dm.decode_y(_link(criterion)(_outputs(net, x)))
+        out[name] = pred.reshape(len(net.seeds), -1)[:, 0].double().cpu().numpy()
+    return out
+
+
+def _margin(net: Ensemble, dm: TableDataModule, criterion: Criterion) -> np.ndarray:
+    """Per replica, the smallest signed distance of a training output (through the link)
+    from 0.5, towards its target's side; an output that is not finite is on neither side."""
+    out = _link(criterion)(_outputs(net, dm.x)).reshape(len(net.seeds), -1).cpu()
+    side = torch.where(dm.y.reshape(1, -1) > 0.5, 1.0, -1.0)
+    margin = torch.where(torch.isfinite(out), (out - 0.5) * side, -torch.inf)
+    return margin.amin(1).double().numpy()

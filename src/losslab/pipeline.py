@@ -1,0 +1,117 @@
+"""One scenario, top to bottom: plan -> check -> fit -> judge -> track and report.
+
+The failure policy lives here, once: a config that cannot train ends its runs FAILED and
+is one line; an interrupt (Ctrl-C, SIGTERM) ends every run of this process KILLED and
+touches no output; outputs are written only after every variant finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from concurrent.futures import Future
+
+from omegaconf import DictConfig
+
+from losslab.core.criteria import Expectations
+from losslab.core.errors import Interrupted, LosslabError
+from losslab.core.files import atomic_write, output_paths
+from losslab.core.plan import Plan
+from losslab.core.results import ScenarioResult, Verdict
+from losslab.engine import build
+from losslab.engine.datamodule import TableDataModule
+from losslab.engine.runtime import prepare_process
+from losslab.fit import fit
+from losslab.judge import judge
+from losslab.report.outputs import write_data_outputs
+from losslab.report.render import FigurePool
+from losslab.report.series import scenario_title, series
+from losslab.tracking.log import log_verdict, run_tags
+from losslab.tracking.writer import TrackerProcess
+
+
+def run(
+    plan: Plan, tracker: TrackerProcess | None = None, figures: FigurePool | None = None
+) -> ScenarioResult:
+    """Every planned variant over its seeds; the scenario's DVC outputs when it ran them all.
+
+    `tracker` and `figures` may be started by the caller before it imports this module, so
+    that MLflow and matplotlib load in their processes while torch loads in this one; this
+    function owns them from here on and closes them whatever happens.
+    """
+    tracker = tracker or TrackerProcess.open(plan.base)
+    figures = figures or FigurePool()
+    try:
+        for cfg in plan.configs:
+            build.check(cfg)  # the libraries judge what only they know, before any run exists
+        prepare_process(plan.base.trainer.accelerator)
+        modules = [build.datamodule(cfg) for cfg in plan.configs]
+        for dm in modules:
+            dm.setup()
+        experiment = tracker.experiment(plan.scenario)  # an unusable store fails here, before training
+        result = ScenarioResult(plan.scenario, experiment_id=experiment, ui_command=tracker.ui_command())
+        pending: list[tuple[str, Future[bytes]]] = []
+        for cfg, dm in zip(plan.configs, modules, strict=True):
+            verdict = _variant(cfg, dm, tracker, experiment)
+            result.verdicts.append(verdict)
+            title = f"{plan.scenario} / {verdict.name}"
+            pending.append((verdict.name, figures.submit("variant_png", series(verdict), title)))
+            pending = _finish(tracker, pending, wait=False)
+        if plan.whole:
+            _write_outputs(result, plan, figures)
+        _finish(tracker, pending, wait=True)
+        groups = tracker.close()
+    except BaseException as e:
+        with contextlib.suppress(Exception):  # the writer may be gone already
+            if isinstance(e, (Interrupted, KeyboardInterrupt)):
+                tracker.end_all("KILLED")
+        tracker.abort()
+        figures.close(cancel=True)
+        raise
+    figures.close()
+    parents = [groups[v.name].parent for v in result.verdicts if v.name in groups]
+    result.compare_url = tracker.compare_url(experiment, parents)
+    return result
+
+
+def _variant(cfg: DictConfig, dm: TableDataModule, tracker: TrackerProcess, experiment: str) -> Verdict:
+    """Fit and judge one variant; its runs exist (RUNNING) from before the fit."""
+    exp = Expectations.of(cfg)
+    tracker.start(exp.name, experiment, exp.name, run_tags(cfg, exp), list(cfg.seeds))
+
+    def warn(text: str) -> None:
+        print(f"losslab: WARNING [{exp.scenario}/{exp.name}]: {text}", file=sys.stderr, flush=True)
+
+    try:
+        records = fit(cfg, dm, warn=warn)
+    except Exception as e:  # a config that composes but cannot train (shapes, dtypes, …)
+        tracker.end(exp.name, "FAILED")
+        lines = str(e).strip().splitlines()
+        detail = f"{type(e).__name__}: {lines[0] if lines else ''}"
+        raise LosslabError(f"training {exp.scenario}/{exp.name} failed: {detail}") from e
+    verdict = judge(records, exp)
+    log_verdict(tracker, cfg, verdict)
+    return verdict
+
+
+def _finish(
+    tracker: TrackerProcess, pending: list[tuple[str, Future[bytes]]], wait: bool
+) -> list[tuple[str, Future[bytes]]]:
+    """Attach each rendered loss figure to its variant's parent run and end the runs."""
+    left = []
+    for key, fut in pending:
+        if wait or fut.done():
+            tracker.artifact_bytes(key, fut.result(), "loss_curve.png")
+            tracker.end(key)
+        else:
+            left.append((key, fut))
+    return left
+
+
+def _write_outputs(result: ScenarioResult, plan: Plan, figures: FigurePool) -> None:
+    """metrics, plot data and figure, written back to back once the figure is rendered."""
+    title = scenario_title(plan.scenario, result.verdicts)
+    png = figures.submit("scenario_png", [series(v) for v in result.verdicts], title).result()
+    write_data_outputs(result, plan.root)
+    atomic_write(output_paths(plan.root, plan.scenario)[2], png)
+    result.outputs = list(output_paths(plan.root, plan.scenario))

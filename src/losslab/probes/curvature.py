@@ -1,0 +1,143 @@
+"""Curvature of the loss: the largest Hessian eigenvalue and the learning rate it allows.
+
+Full-batch gradient descent on a quadratic is stable only if lr < 2 / λ_max(Hessian): along
+the top eigenvector each step multiplies the error by (1 - lr·λ_max), and once that factor
+is below -1 the loss grows geometrically. So "my loss goes up" is often just a learning rate
+above 2/λ_max, and λ_max grows with the data (e.g. with the mean of x² for a linear model),
+which is why adding points can make a run that used to converge diverge.
+
+λ_max comes from power iteration on Hessian-vector products (reverse-over-reverse), in
+float64 so that the bound is not blurred by rounding. For a quadratic loss
+(a linear model with MSE) the Hessian is the same everywhere and the bound is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+Params = dict[str, torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def hvp(f: Callable[[Params], torch.Tensor], params: Params, v: Params) -> Params:
+    """H·v for the Hessian H of the scalar f at `params`, without ever forming H.
+
+    Reverse-over-reverse with torch.autograd: the gradient of <∇f, v>. It gives the same
+    numbers, bit for bit, as torch.func's vjp(grad(f)) (tests/test_probes.py), without the
+    ~2 s import of torch._dynamo that torch.func.grad triggers on its first call, so a
+    user's first λ_max takes milliseconds. (Forward-over-reverse, a jvp of the gradient,
+    trips over ZeroTensors in mse_loss's backward formula on torch 2.13.)
+    """
+    p = {k: t.detach().requires_grad_(True) for k, t in params.items()}
+    keys = list(p)
+    with torch.enable_grad():
+        g = torch.autograd.grad(f(p), [p[k] for k in keys], create_graph=True)
+        dot = sum((gi * v[k]).sum() for gi, k in zip(g, keys, strict=True))
+        hv = torch.autograd.grad(dot, [p[k] for k in keys], allow_unused=True)
+    return {k: torch.zeros_like(p[k]) if h is None else h for k, h in zip(keys, hv, strict=True)}
+
+
+def _dot(a: Params, b: Params) -> torch.Tensor:
+    return sum((a[k] * b[k]).sum() for k in a)
+
+
+def _power(
+    f: Callable[[Params], torch.Tensor], params: Params, shift: float, iters: int, tol: float
+) -> float:
+    """Dominant eigenvalue of (H - shift·I) by power iteration, plus the shift."""
+    gen = torch.Generator().manual_seed(0)
+    # Drawn on the CPU (the same start on every device), then moved to the parameters' device.
+    v = {k: torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for k, p in params.items()}
+    norm = _dot(v, v).sqrt()
+    v = {k: t / norm for k, t in v.items()}
+    lam = 0.0
+    for _ in range(iters):
+        hv = hvp(f, params, v)
+        hv = {k: hv[k] - shift * v[k] for k in hv}
+        new = float(_dot(v, hv))
+        norm = _dot(hv, hv).sqrt()
+        if not torch.isfinite(norm) or norm == 0:
+            return new + shift
+        v = {k: t / norm for k, t in hv.items()}
+        if abs(new - lam) <= tol * max(1.0, abs(new)):
+            lam = new
+            break
+        lam = new
+    return lam + shift
+
+
+def _own_params(model: nn.Module) -> Params:
+    return {k: v.detach() for k, v in model.named_parameters()}
+
+
+def lambda_max(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    params: Params | None = None,
+    iters: int = 200,
+    tol: float = 1e-9,
+) -> float:
+    """Largest (algebraic) eigenvalue of the Hessian of loss_fn(model(x), y) w.r.t. the params.
+
+    `params` default to the model's own (detached); pass others to evaluate a template
+    architecture (even one on the meta device) at given weights. Neither is modified: the
+    computation runs on float64 copies through functional_call.
+    """
+    given = _own_params(model) if params is None else params
+    p64 = {k: v.detach().to(torch.float64) for k, v in given.items()}
+    x64, y64 = x.to(torch.float64), y.to(torch.float64)
+
+    def f(p: Params) -> torch.Tensor:
+        return loss_fn(functional_call(model, p, (x64,)), y64)
+
+    top = _power(f, p64, 0.0, iters, tol)
+    if top < 0:  # dominant by magnitude is negative: shift to find the top of the spectrum
+        top = _power(f, p64, top, iters, tol)
+    return top
+
+
+def lambda_max_stacked(
+    model: nn.Module, stacked: Params, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, **kw: float
+) -> np.ndarray:
+    """λ_max per replica of parameters stacked along a leading dimension: float64 [replicas].
+
+    Replicas are done one after the other (each is its own power iteration, with its own
+    convergence), on `model` as an architecture only: it may live on the meta device.
+    """
+    n = len(next(iter(stacked.values())))
+    return np.array(
+        [lambda_max(model, loss_fn, x, y, {k: v[i] for k, v in stacked.items()}, **kw) for i in range(n)],
+        dtype=np.float64,
+    )
+
+
+def critical_lr(lam: float) -> float:
+    """The full-batch GD stability bound 2/λ_max; no bound (inf) unless the loss curves up."""
+    return 2.0 / lam if lam > 0 else float("inf")
+
+
+def smallest_unstable_prefix(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float,
+    params: Params | None = None,
+) -> int | None:
+    """The smallest n such that lr is above 2/λ_max on the first n points (x[:n], y[:n]), or None.
+
+    It answers "why did 10 points converge and 18 diverge?": the critical learning rate
+    shrinks as the data grows, and this is the size at which it drops below `lr`.
+    """
+    p = _own_params(model) if params is None else params
+    for n in range(1, len(x) + 1):
+        if critical_lr(lambda_max(model, loss_fn, x[:n], y[:n], p)) < lr:
+            return n
+    return None

@@ -1,0 +1,86 @@
+"""The data before the model: scales, non-finite values, and targets the head cannot reach.
+
+Many rising or stuck losses are decided before the first step: features on wildly
+different scales (one large feature dominates the curvature and forces a tiny learning
+rate), a NaN or inf that poisons every gradient it touches, or targets outside what the
+output activation can produce (a sigmoid head asked for 2, a ReLU head for -1), which
+leaves a loss floor no optimizer can get under.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+
+def input_stats(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per feature (last dimension): mean, std (population), min, max, abs_max; float64 [features].
+
+    Every leading dimension counts as samples; a 1-D tensor is one feature (a column of
+    targets, say). Computed in float64 so that large features do not lose the small ones.
+    """
+    x64 = x.detach().to(torch.float64)
+    x64 = x64.reshape(-1, 1) if x64.dim() == 1 else x64.reshape(-1, x64.shape[-1])
+    return {
+        "mean": x64.mean(0),
+        "std": x64.std(0, correction=0),
+        "min": x64.amin(0),
+        "max": x64.amax(0),
+        "abs_max": x64.abs().amax(0),
+    }
+
+
+def _count(t: torch.Tensor, stacked: bool) -> torch.Tensor:
+    bad = ~torch.isfinite(t.detach())
+    return bad.reshape(bad.shape[0], -1).sum(1) if stacked else bad.sum()
+
+
+def nonfinite(t: torch.Tensor | Mapping[str, torch.Tensor], stacked: bool = False) -> int | torch.Tensor:
+    """How many entries are inf or NaN: an int, or per replica ([replicas]) with `stacked`.
+
+    A mapping (parameters, gradients) counts over all its tensors. One non-finite value
+    is enough to turn the loss (and then every weight) into NaN.
+    """
+    tensors = list(t.values()) if isinstance(t, Mapping) else [t]
+    counts = [_count(v, stacked) for v in tensors]
+    if stacked:
+        return sum(counts[1:], counts[0])
+    return int(sum(int(c) for c in counts))
+
+
+def head_range(model: nn.Module) -> tuple[float, float]:
+    """(low, high): what the model's last module can output.
+
+    The last module of an nn.Sequential (nested Sequentials are followed down), else the
+    model itself: ReLU and Softplus (0, inf), ReLU6 (0, 6), Sigmoid (0, 1), Tanh (-1, 1),
+    anything else (-inf, inf). The bounds are those of the closure; whether an end is
+    reached exactly (ReLU reaches 0, a sigmoid never reaches 1) is deliberately ignored:
+    what matters is a target outside them, which is out of reach either way.
+    """
+    last = model
+    while isinstance(last, nn.Sequential) and len(last) > 0:
+        last = last[-1]
+    if isinstance(last, nn.ReLU6):
+        return (0.0, 6.0)
+    if isinstance(last, nn.ReLU | nn.Softplus):
+        return (0.0, math.inf)
+    if isinstance(last, nn.Sigmoid):
+        return (0.0, 1.0)
+    if isinstance(last, nn.Tanh):
+        return (-1.0, 1.0)
+    return (-math.inf, math.inf)
+
+
+def targets_outside(y: torch.Tensor, low: float, high: float) -> float:
+    """Fraction of target entries outside [low, high], e.g. outside a head's range.
+
+    Those targets the model cannot fit at any weights. An empty tensor gives 0; NaN
+    targets are not counted here (see `nonfinite`).
+    """
+    if y.numel() == 0:
+        return 0.0
+    outside = (y.detach() < low) | (y.detach() > high)
+    return float(outside.to(torch.float64).mean())

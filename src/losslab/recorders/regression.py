@@ -1,0 +1,57 @@
+"""Regression metrics in the targets' own units, on the train/val/test splits."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from losslab.engine.module import EnsembleModule
+from losslab.recorders.base import Recorder
+
+
+def _predict(pl_module: EnsembleModule, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        x = x.to(pl_module.device)
+        return pl_module(x.expand(len(pl_module.net.seeds), *x.shape))
+
+
+class RegressionHealth(Recorder):
+    """Regression metrics in the targets' original units, on the train/val/test splits."""
+
+    def __init__(self, keras_accuracy: bool = False) -> None:
+        super().__init__()
+        self.keras_accuracy = keras_accuracy
+
+    def _errors(self, pl_module: EnsembleModule, part: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        dm = pl_module.trainer.datamodule
+        x, _ = dm.part(part)
+        if len(x) == 0:
+            return None
+        pred = dm.decode_y(_predict(pl_module, x)).reshape(len(pl_module.net.seeds), len(x), -1)
+        truth = dm.raw[part][1].to(pred.device)
+        return pred, truth
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: EnsembleModule) -> None:
+        for part in ("train", "val"):
+            got = self._errors(pl_module, part)
+            if got is None:
+                continue
+            pred, truth = got
+            err = pred - truth
+            self._add(f"{part}_mse", err.pow(2).mean((1, 2)))
+            self._add(f"{part}_mae", err.abs().mean((1, 2)))
+            if self.keras_accuracy and part == "train":
+                # Keras' "accuracy" with an MSE loss on one output is binary accuracy:
+                # mean(y_true == (y_pred > 0.5)). On targets like 2, 4, …, 1998 it is 0.
+                self._add("keras_accuracy", (truth == (pred > 0.5).float()).float().mean((1, 2)))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: EnsembleModule) -> None:
+        got = self._errors(pl_module, "test")
+        if got is None:
+            return
+        pred, truth = got
+        err = (pred - truth).abs()
+        self._final("test_mae", err.mean((1, 2)))
+        # MAE in units of the targets' typical magnitude: scale-free, sane for targets near 0.
+        self._final("test_rel_mae", err.mean((1, 2)) / truth.abs().mean().clamp_min(1e-12))
+        self._final("test_max_rel_err", (err / truth.abs().clamp_min(1e-12)).amax((1, 2)))

@@ -1,0 +1,86 @@
+"""What MLflow gets for one variant, from its verdict: the one place that maps results to runs.
+
+Parent run (what the compare view lines up): the config as params, per-epoch medians over
+seeds of every record, the rates, the config and every seed's every per-epoch value as
+curves.csv. Seed runs: their loss curve, outcome and numbers. (Every series of every seed
+as MLflow metrics would be ~45k sqlite rows for `linear` alone, several seconds of writes
+for what curves.csv holds.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from losslab.core.criteria import Expectations
+from losslab.core.results import Verdict
+from losslab.tracking.params import flatten, public_config
+from losslab.tracking.writer import TrackerProcess
+
+PARENT_NUMBERS = (
+    "expected_rate",
+    "success_rate",
+    "median_final_loss",
+    "lambda_max",
+    "critical_lr",
+    "min_diverging_n",
+)
+
+
+def run_tags(cfg: DictConfig, exp: Expectations) -> dict[str, str]:
+    """Tags every run of the variant carries from its creation."""
+    return {
+        "scenario": exp.scenario,
+        "variant": exp.name,
+        "role": exp.role,
+        "description": exp.description,
+        "mlflow.note.content": exp.description,
+        "source": cfg.scenario.source,
+    }
+
+
+def log_verdict(tracker: TrackerProcess, cfg: DictConfig, v: Verdict) -> None:
+    """Queue the variant's params, tags, metrics and text artifacts (the runs stay open)."""
+    params = flatten(cfg)
+    summary, rec, key = v.summary, v.records, v.name
+    for i, (seed, o) in enumerate(zip(rec.seeds, v.outcomes, strict=True)):
+        tags = {"outcome": o.label}
+        if o.first_inf_epoch:
+            tags["first_inf_epoch"] = str(o.first_inf_epoch)
+        if o.first_nan_epoch:
+            tags["first_nan_epoch"] = str(o.first_nan_epoch)
+        metrics = {"initial_loss": o.initial_loss, "final_loss": o.final_loss, **rec.seed_numbers(i)}
+        if rec.stability:
+            s = rec.stability[i]
+            metrics.update(lambda_max=s.lambda_max, critical_lr=s.critical_lr)
+        seed_params = {**params, "seed": str(seed)}
+        tracker.log(
+            key, seed, params=seed_params, tags=tags, summary=metrics, curves={"loss": rec.curves["loss"][i]}
+        )
+
+    counts = summary["outcomes"]
+    tags = {"outcome": ", ".join(f"{k} {n}/{len(rec.seeds)}" for k, n in counts.items())}
+    if rec.warnings:
+        tags["warnings"] = " | ".join(rec.warnings)
+    for name in ("first_inf_epoch", "first_nan_epoch"):
+        if summary[name] is not None:
+            tags[name] = str(summary[name])
+    numbers = {k: summary[k] for k in PARENT_NUMBERS if summary.get(k) is not None}
+    numbers.update({k: p for k, p in (summary.get("numbers") or {}).items() if p is not None})
+    # Median over seeds; a diverged seed makes it NaN rather than being hidden.
+    curves = {k: np.median(a, axis=0) for k, a in rec.curves.items()}
+    tracker.log(key, params=params, tags=tags, summary=numbers, curves=curves)
+    tracker.artifact_text(key, OmegaConf.to_yaml(public_config(cfg)), "config.yaml")
+    tracker.artifact_text(key, curves_csv(v), "curves.csv")
+
+
+def curves_csv(v: Verdict) -> str:
+    rec = v.records
+    names = list(rec.curves)
+    lines = [",".join(["seed", "epoch", *names])]
+    for i, seed in enumerate(rec.seeds):
+        for e in range(rec.curves[names[0]].shape[1]):
+            lines.append(
+                ",".join([str(seed), str(e + 1), *(repr(float(rec.curves[n][i, e])) for n in names)])
+            )
+    return "\n".join(lines) + "\n"
