@@ -6,6 +6,8 @@ import itertools
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from losslab.core.config import available, variants_of
 from projects import FAULTY_SCHEDULE, fault_env, run_cli
 
@@ -58,6 +60,7 @@ def test_joblib_multirun_loses_and_duplicates_no_run(project: Path) -> None:
     assert len(list((project / "multirun").glob("*/*/*/.hydra/overrides.yaml"))) == len(VARIANTS)
 
 
+@pytest.mark.slow
 def test_multirun_matches_single_runs(project: Path) -> None:
     """A job of the sweep logs the same numbers as the same variant run alone."""
     import json
@@ -74,6 +77,7 @@ def test_multirun_matches_single_runs(project: Path) -> None:
     assert len(values) == 2 and values[0] == values[1], json.dumps(values)
 
 
+@pytest.mark.slow
 def test_sweep_over_every_scenario(project: Path) -> None:
     """`-m scenario=a,b,…` runs whole scenarios as jobs: every variant of every scenario
     lands once, and each job writes its scenario's DVC outputs."""
