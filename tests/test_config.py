@@ -106,6 +106,8 @@ def test_bad_values_are_named(overrides: list[str], message: str) -> None:
             "scheduler: TypeError",
         ),
         (["model.weight_init._target_=torch.nn.init.nope_"], "linear/broken: model:"),
+        (["trainer.precision=bogus"], "linear/broken: trainer:"),
+        (["trainer.devices=0"], "linear/broken: trainer:"),
     ],
 )
 def test_constructors_judge_their_own_values(overrides: list[str], message: str) -> None:

@@ -1,3 +1,22 @@
-"""losslab: 'why does my training loss go up?' as reproducible experiments."""
+"""losslab: 'why does my training loss go up?' as reproducible experiments.
+
+    import losslab
+    report = losslab.diagnose(model=..., data=(X, y), loss=..., optimizer=...)
+    losslab.check_gradients(loss, grad, params)
+
+`import losslab` stays light: the doctor (torch) loads on first use of those names.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["check_gradients", "diagnose"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        # Deferred: torch (~2 s) loads only when the doctor is asked for, not on `import losslab`.
+        from losslab import doctor
+
+        return getattr(doctor, name)
+    raise AttributeError(f"module 'losslab' has no attribute {name!r}")

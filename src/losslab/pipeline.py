@@ -42,9 +42,9 @@ def run(
     tracker = tracker or TrackerProcess.open(plan.base)
     figures = figures or FigurePool()
     try:
+        prepare_process(plan.base.trainer.accelerator)
         for cfg in plan.configs:
             build.check(cfg)  # the libraries judge what only they know, before any run exists
-        prepare_process(plan.base.trainer.accelerator)
         modules = [build.datamodule(cfg) for cfg in plan.configs]
         for dm in modules:
             dm.setup()

@@ -46,7 +46,7 @@ def _cause(e: BaseException) -> str:
 
 
 def check(cfg: DictConfig) -> None:
-    """Build the model, optimizer, scheduler and module once, on throwaway parameters."""
+    """Build the model, optimizer, scheduler, module and Trainer once, on throwaway parameters."""
     where = f"{cfg.scenario.name}/{cfg.variant.name}"
     section = "model"
     try:
@@ -58,5 +58,7 @@ def check(cfg: DictConfig) -> None:
             instantiate(cfg.scheduler)(opt)
         section = "module"
         instantiate(cfg.module, net=net)
+        section = "trainer"  # accelerator, devices, precision: Lightning says what it cannot do
+        make_trainer(1, [], OmegaConf.to_container(cfg.trainer))
     except Exception as e:  # any constructor's complaint is a bad config value
         raise LosslabError(f"{where}: {section}: {_cause(e)} (check the {section}.* values)") from e

@@ -22,7 +22,15 @@ from losslab.probes.curvature import (
     lambda_max_stacked,
     smallest_unstable_prefix,
 )
-from losslab.probes.gradients import gradient_check, layer_norms, relative_errors, tensor_norms, total_norm
+from losslab.probes.gradients import (
+    finite_differences,
+    gradient_check,
+    layer_norms,
+    relative_errors,
+    relative_errors_np,
+    tensor_norms,
+    total_norm,
+)
 from losslab.probes.inputs import head_range, input_stats, nonfinite, targets_outside
 from losslab.probes.pitfalls import loss_broadcast, metric_misuse
 from losslab.probes.units import dead_units, preactivations, saturated_units, unit_report
@@ -31,6 +39,7 @@ __all__ = [
     "Params",
     "critical_lr",
     "dead_units",
+    "finite_differences",
     "gradient_check",
     "head_range",
     "hvp",
@@ -43,6 +52,7 @@ __all__ = [
     "nonfinite",
     "preactivations",
     "relative_errors",
+    "relative_errors_np",
     "saturated_units",
     "smallest_unstable_prefix",
     "targets_outside",

@@ -27,7 +27,7 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from losslab import pipeline
+from losslab.pipeline import run as run_pipeline
 from losslab.core.config import normalise, project_root
 from losslab.core.errors import LosslabError
 from losslab.core.plan import plan
@@ -120,7 +120,7 @@ def _job(cfg: DictConfig) -> None:
     marker.unlink(missing_ok=True)
     try:
         root = project_root()
-        print(result_text(pipeline.run(plan(overrides, root)), root), flush=True)
+        print(result_text(run_pipeline(plan(overrides, root)), root), flush=True)
     except LosslabError as e:
         # One line, like `losslab run`; the marker tells the launching process (which may
         # be on another machine than this job) that the sweep failed. The other jobs go on.

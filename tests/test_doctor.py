@@ -1,0 +1,183 @@
+"""The doctor's Python door on small hand-made cases whose answer is known, in-process."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import losslab
+from losslab.core.errors import LosslabError
+
+X20 = torch.arange(1.0, 21.0)[:, None]
+
+
+def linear(seed: int) -> nn.Module:
+    return nn.Linear(1, 1)
+
+
+def sgd(lr: float, **kw: float):
+    return lambda params: torch.optim.SGD(params, lr=lr, **kw)
+
+
+def test_linear_past_the_bound_is_lr_too_high_with_the_number_and_a_verified_repair() -> None:
+    rep = losslab.diagnose(
+        linear, (X20, 0.5 * X20), nn.MSELoss(), sgd(0.01), epochs=100, shuffle=False, seeds=(0, 1)
+    )
+    d = rep.to_dict()
+    assert (d["cause"], d["confidence"]) == ("lr_too_high", "high")
+    ev = d["findings"][0]["evidence"]
+    assert ev["lambda_max"] == pytest.approx(288.539, rel=1e-4) and ev["critical_lr"] == pytest.approx(
+        0.0069315, rel=1e-4
+    )
+    assert d["findings"][0]["margin"] == pytest.approx(0.01 / 0.0069315, rel=1e-4)
+    assert "unscaled_inputs" in [f["cause"] for f in d["findings"]]  # the rival, with its own number
+    assert d["seeds"] == ["diverged", "diverged"]
+    assert d["repair"]["success_rate"] == 1.0 and d["repair"]["changes"]["lr"] < 0.0069315
+
+
+def test_momentum_moves_the_bound() -> None:
+    """SGD with momentum μ is stable up to (2 + 2μ)/λ_max: lr 0.01 with μ = 0.9 is inside it."""
+    rep = losslab.diagnose(
+        linear, (X20, 0.5 * X20), nn.MSELoss(), sgd(0.01, momentum=0.9), epochs=300, shuffle=False, seeds=(0,)
+    )
+    assert rep.cause != "lr_too_high"
+
+
+def test_healthy_controls_raise_no_alarm() -> None:
+    xs = (X20 - X20.mean()) / X20.std()
+    assert (
+        losslab.diagnose(linear, (xs, 0.5 * X20), nn.MSELoss(), sgd(0.1), seeds=(0, 1, 2)).cause == "healthy"
+    )
+    # A ReLU net (many activations at zero) on standardised data that reaches beyond [-1, 1].
+    gen = torch.Generator().manual_seed(0)
+    x = 2.5 * torch.randn(256, 1, generator=gen)
+    y = torch.sin(x)
+
+    def relu_net(seed: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(1, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
+
+    rep = losslab.diagnose(relu_net, (x, y), nn.MSELoss(), lambda p: torch.optim.Adam(p, lr=0.01), epochs=300,
+                           batch_size=64, seeds=(0, 1))  # fmt: skip
+    assert rep.cause == "healthy" and rep.findings == [], str(rep)
+
+
+def test_targets_of_the_wrong_shape_are_shape_broadcast() -> None:
+    x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0])  # (4,) against outputs (4, 1)
+
+    def mlp(seed: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(2, 4), nn.Sigmoid(), nn.Linear(4, 1))
+
+    rep = losslab.diagnose(mlp, (x, y), nn.MSELoss(), sgd(0.3), epochs=2000, seeds=(0, 1))
+    assert (rep.cause, rep.confidence) == ("shape_broadcast", "high")
+    assert rep.findings[0].evidence == {"compared_pairs": 16.0, "expected_pairs": 4.0}
+    assert rep.repair is not None and rep.repair.changes == {"targets_shape": [-1, 1]}
+    assert rep.repair.success_rate == 1.0  # the repair is verified, not just proposed
+
+
+def test_nonfinite_data_is_a_diagnosis_with_the_row_count() -> None:
+    x = X20.clone()
+    x[[3, 7]] = float("nan")
+    rep = losslab.diagnose(linear, (x, 0.5 * X20), nn.MSELoss(), sgd(1e-3), epochs=300, seeds=(0, 1))
+    assert rep.cause == "nonfinite_data" and rep.findings[0].evidence["rows"] == 2
+    assert rep.repair is not None and rep.repair.success_rate == 1.0
+
+
+def test_a_relu_head_on_negative_targets_is_head_range_mismatch() -> None:
+    def net(seed: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Linear(8, 1), nn.ReLU())
+
+    xs = (X20 - X20.mean()) / X20.std()
+    rep = losslab.diagnose(net, (xs, -xs), nn.MSELoss(), sgd(0.05), epochs=300, seeds=(0, 1))
+    assert (
+        rep.cause == "head_range_mismatch" and rep.findings[0].evidence["targets_outside"] == 0.5
+    )  # y = -x: half below 0
+    assert rep.repair is not None and rep.repair.changes == {"head": "linear"}
+
+
+def test_adam_at_a_tiny_lr_is_too_slow_with_a_projection() -> None:
+    adam = lambda p: torch.optim.Adam(p, lr=1e-3)  # noqa: E731
+    rep = losslab.diagnose(
+        linear, (X20, 0.5 * X20), nn.MSELoss(), adam, epochs=200, shuffle=False, seeds=(0, 1)
+    )
+    assert rep.cause == "too_slow", str(rep)
+    slow = next(f for f in rep.findings if f.cause == "too_slow")
+    assert slow.evidence["projected_epochs"] > 200
+
+
+def test_a_dead_relu_head_is_dead_relu() -> None:
+    x = torch.arange(1.0, 751.0)[:, None]
+
+    def net(seed: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(1, 128), nn.ReLU(), nn.Linear(128, 1), nn.ReLU())
+
+    args = {"epochs": 20, "batch_size": 100, "seeds": (0, 1, 2), "metrics": ("accuracy",)}
+    rep = losslab.diagnose(net, (x, 2 * x), nn.MSELoss(), sgd(0.01), **args)
+    causes = [f.cause for f in rep.findings]
+    assert rep.cause == "dead_relu", str(rep)
+    assert "metric_misuse" in causes
+
+
+def test_check_gradients_names_the_wrong_tensor_in_numpy_and_torch() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 2)), rng.normal(size=16)
+    p0 = {"w": rng.normal(size=2), "b": np.zeros(1)}
+
+    def loss(p: dict) -> float:
+        return float(np.mean((x @ p["w"] + p["b"][0] - y) ** 2))
+
+    def grad(p: dict, n: float) -> dict:
+        r = x @ p["w"] + p["b"][0] - y
+        return {"w": 2 * x.T @ r / len(y), "b": np.array([2 * r.sum() / n])}
+
+    bad = losslab.check_gradients(loss, lambda p: grad(p, 1.0), p0).to_dict()  # the bias misses its 1/N
+    assert bad["wrong"] == ["b"] and bad["ok"] is False and bad["errors"]["w"] < 1e-6
+    good = losslab.check_gradients(loss, lambda p: grad(p, len(y)), p0)
+    assert good.ok and max(good.errors.values()) < 1e-6
+
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    pt = {k: torch.tensor(v) for k, v in p0.items()}
+
+    def tloss(p: dict) -> torch.Tensor:
+        return ((xt @ p["w"] + p["b"][0] - yt) ** 2).mean()
+
+    def tgrad(p: dict) -> dict:
+        r = xt @ p["w"] + p["b"][0] - yt
+        return {"w": 2 * xt.T @ r / len(yt), "b": (2 * r.sum()).reshape(1)}
+
+    check = losslab.check_gradients(tloss, tgrad, pt)
+    assert check.reference == "autograd" and check.wrong == ["b"] and check.errors["w"] < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": lambda seed: 1 / 0}, "model factory failed for seed 0: ZeroDivisionError"),
+        ({"loss": lambda out, y: (out - y) ** 2}, "must return a scalar tensor"),
+        ({"data": (X20, X20[:5])}, "X has 20 rows and y has 5"),
+    ],
+)
+def test_bad_input_is_one_clear_error(kwargs: dict, message: str) -> None:
+    args = {
+        "model": linear,
+        "data": (X20, 0.5 * X20),
+        "loss": nn.MSELoss(),
+        "optimizer": sgd(1e-3),
+        "epochs": 5,
+    }
+    with pytest.raises(LosslabError, match=None) as err:
+        losslab.diagnose(**{**args, **kwargs}, seeds=(0,))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_report_json_shape() -> None:
+    d = losslab.diagnose(
+        linear, (X20, 0.5 * X20), nn.MSELoss(), sgd(0.01), epochs=50, seeds=(0,), repair=False
+    ).to_dict()
+    assert set(d) >= {"cause", "confidence", "findings", "repair", "seeds"} and d["repair"] is None
+    assert all(set(f) >= {"cause", "evidence", "threshold", "margin", "summary"} for f in d["findings"])
+    assert all(v is None or math.isfinite(v) for f in d["findings"] for v in f["evidence"].values())
