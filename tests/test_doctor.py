@@ -181,3 +181,44 @@ def test_report_json_shape() -> None:
     assert set(d) >= {"cause", "confidence", "findings", "repair", "seeds"} and d["repair"] is None
     assert all(set(f) >= {"cause", "evidence", "threshold", "margin", "summary"} for f in d["findings"])
     assert all(v is None or math.isfinite(v) for f in d["findings"] for v in f["evidence"].values())
+
+
+# --- the config door: our own scenarios ---------------------------------------------------
+
+
+def _doctor(project, *overrides: str, repair: bool = False):
+    from losslab.core.config import compose
+    from losslab.doctor.scenario import diagnose_config
+
+    return diagnose_config(compose([*overrides, "seeds=[0,1]"], project), repair=repair)
+
+
+def test_our_broken_originals_get_their_causes(prepared) -> None:
+    rep = _doctor(prepared, "scenario=linear", "variant=broken", repair=True)
+    assert (rep.cause, rep.confidence) == ("lr_too_high", "high")
+    assert rep.repair is not None and rep.repair.success_rate == 1.0
+    assert rep.repair.overrides and rep.repair.overrides[0].startswith("optimizer.lr=")
+    assert _doctor(prepared, "scenario=xor", "variant=broken").cause == "lr_too_high"
+    assert _doctor(prepared, "scenario=xor", "variant=shape_bug").cause == "shape_broadcast"
+    relu = _doctor(prepared, "scenario=relu_head", "variant=broken")
+    assert relu.cause == "dead_relu" and "metric_misuse" in [f.cause for f in relu.findings]
+
+
+def test_fixes_that_converge_are_healthy(prepared) -> None:
+    for overrides in (("scenario=linear", "variant=standardized"), ("scenario=xor", "variant=small_lr")):
+        rep = _doctor(prepared, *overrides)
+        assert rep.cause == "healthy" and rep.seeds == ["converged", "converged"], str(rep)
+
+
+def test_the_doctor_command_writes_json_and_refuses_bad_input(project) -> None:
+    import json
+
+    from projects import run_cli
+
+    out = project / "d.json"
+    r = run_cli(project, "doctor", "scenario=linear", "variant=broken", "seeds=[0]", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["cause"] == "lr_too_high" and "lr_too_high" in r.stdout
+    r = run_cli(project, "doctor", "scenario=nope")
+    assert r.returncode == 2 and r.stderr.strip().startswith("losslab: error: unknown scenario 'nope'")
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -3,6 +3,7 @@
     losslab prepare scenario=linear
     losslab run scenario=linear [variant=adam] [optimizer.lr=0.05 ...] [--params params.yaml]
     losslab run -m scenario=linear variant=broken,adam,standardized   (Hydra multirun)
+    losslab doctor scenario=linear variant=broken [--repair] [--json PATH]
     losslab verify [linear ...]
     losslab report
     losslab ui
@@ -16,6 +17,7 @@ with one line and exit 128 + the signal (130, 143); runs of the process end KILL
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -27,8 +29,9 @@ from types import FrameType
 import yaml
 
 from losslab.core.config import compose, project_root
-from losslab.core.data import prepare
+from losslab.core.data import check_data, prepare
 from losslab.core.errors import Interrupted, LosslabError
+from losslab.core.files import atomic_write
 from losslab.core.plan import plan, require_scenarios
 from losslab.report.render import FigurePool
 from losslab.report.tables import result_text, text_table
@@ -112,6 +115,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    cfg = compose(args.overrides)
+    check_data(cfg)  # a bad override or data file: one line, before torch loads
+    # Deferred: the doctor trains with torch (~2 s to import); bad input is answered above.
+    from losslab.doctor.scenario import diagnose_config
+
+    report = diagnose_config(cfg, repair=args.repair)
+    if args.json != "-":
+        print(report, flush=True)
+    if args.json:
+        text = json.dumps(report.to_dict(), indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            try:
+                atomic_write(Path(args.json), text)
+            except OSError as e:
+                raise LosslabError(f"cannot write {args.json}: {e.strerror or e}") from None
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     root = project_root()
     checks = [c for name in _scenarios(args, root) for c in check_scenario(root, name)]
@@ -178,6 +202,12 @@ def parser() -> argparse.ArgumentParser:
         help="Hydra multirun: sweep comma lists (variant=broken,adam) on the configured launcher",
     )
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("doctor", help="name the cause of a variant's rising loss, with its evidence")
+    sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scenario=linear variant=broken")
+    sp.add_argument("--repair", action="store_true", help="try the candidate repairs over the seeds")
+    sp.add_argument("--json", metavar="PATH", help="also write the report as JSON ('-': stdout only)")
+    sp.set_defaults(func=cmd_doctor)
 
     sp = sub.add_parser("verify", help="check the latest results against each variant's expectation")
     sp.add_argument("scenarios", nargs="*", help="default: the scenarios listed in params.yaml")

@@ -48,7 +48,8 @@ def _outcomes(p: Problem) -> tuple[list[str], list[nn.Module], list[np.ndarray]]
     labels, models, curves = [], [], []
     for seed in p.seeds:
         t = train(p, seed)
-        labels.append(classify(t.losses, -math.inf, 0.5, _solved(p, t.model)).label)
+        solved = p.solved(p, t.model, t.losses) if p.solved else _solved(p, t.model)
+        labels.append(classify(t.losses, -math.inf, 0.5, solved).label)
         models.append(t.model)
         curves.append(t.losses)
     return labels, models, curves
@@ -130,7 +131,7 @@ def examine(p: Problem, repair: bool = True) -> Diagnosis:
     scaled = ev.unscaled_inputs(p, model, lam)
     dead = ev.dead_relu(p, models)
     findings += [f for f in (scaled, dead) if f]
-    if ratio is not None:
+    if ratio is not None and ratio > ev.LR_RATIO:
         bound = lr / ratio if ratio > 0 else math.inf
         findings.append(Finding(
             "lr_too_high", {"lr": lr, "lambda_max": lam, "critical_lr": bound, "ratio": ratio},
@@ -140,8 +141,17 @@ def examine(p: Problem, repair: bool = True) -> Diagnosis:
         ))  # fmt: skip
     lr_cf, _, _ = _outcomes(p.but(lr_scale=p.lr_scale * 0.1)) if unstable else ([], None, None)
     lr_helps = bool(lr_cf) and sum(o in UNSTABLE for o in lr_cf) < sum(o in UNSTABLE for o in seeds)
+    if lr_helps and not any(f.cause == "lr_too_high" for f in findings):
+        before, after = (float(sum(o in UNSTABLE for o in c)) for c in (seeds, lr_cf))
+        findings.append(Finding(
+            "lr_too_high", {"lr": lr, "unstable_seeds": before, "unstable_seeds_at_lr_over_10": after},
+            None, None,
+            f"{kind} at lr {lr:.3g}: {before:.0f} of {len(seeds)} seeds unstable, {after:.0f} at lr/10 "
+            "(no curvature bound for this optimizer yet: the counterfactual alone, hence medium confidence)",
+        ))  # fmt: skip
 
-    if dead and not unstable:
+    head_dead = dead is not None and dead.evidence["dead_head_share"] >= 0.5
+    if head_dead and not unstable:
         cause, conf = "dead_relu", "high"
         fixes = [(p.but(head=nn.Identity()), {"head": "linear"}, "drop the output ReLU (a linear head)")]
     elif unstable and ((ratio is not None and ratio > 1) or lr_helps):
@@ -159,6 +169,8 @@ def examine(p: Problem, repair: bool = True) -> Diagnosis:
         cause, conf = "too_slow", "medium"
         more = int(min(10 * p.epochs, math.ceil(slow.evidence["projected_epochs"])))
         fixes = [(p.but(epochs=more), {"epochs": more}, f"train {more} epochs")]
+    elif dead is not None:
+        cause, conf, fixes = "dead_relu", "medium", []
     else:
         cause, conf, fixes = (findings[0].cause if findings else "healthy"), "low", []
     if scaled and cause == "lr_too_high":

@@ -35,6 +35,9 @@ class Problem:
     metrics: tuple[str, ...] = ()
     lr_scale: float = 1.0  # a counterfactual: every group's lr times this
     head: nn.Module | None = None  # a counterfactual: the Sequential's last module replaced
+    # Success as the caller defines it: (problem, trained model, its losses) -> solved?
+    # None: R² ≥ 0.95 on the training set (regression), accuracy ≥ 95% (classes).
+    solved: Callable[[Problem, nn.Module, np.ndarray], bool] | None = None
 
     def but(self, **changes: object) -> Problem:
         return replace(self, **changes)

@@ -8,7 +8,7 @@ threshold, margin, summary}], repair{changes|overrides, success_rate, seeds, tex
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 CAUSES = (
@@ -59,14 +59,21 @@ class Repair:
     success_rate: float
     seeds: list[str]  # per-seed outcome with the change
     text: str
+    overrides: list[str] | None = None  # the same change as Hydra overrides (the config door)
+
+    def as_overrides(self, overrides: list[str]) -> Repair:
+        return replace(self, overrides=overrides, text=f"{self.text}: {' '.join(overrides)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "changes": self.changes,
             "success_rate": self.success_rate,
             "seeds": self.seeds,
             "text": self.text,
         }
+        if self.overrides is not None:
+            out["overrides"] = list(self.overrides)
+        return out
 
 
 @dataclass

@@ -27,11 +27,11 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from losslab.pipeline import run as run_pipeline
 from losslab.core.config import normalise, project_root
 from losslab.core.errors import LosslabError
 from losslab.core.plan import plan
 from losslab.engine import build
+from losslab.pipeline import run as run_pipeline
 from losslab.report.tables import result_text
 from losslab.tracking.store import Tracker
 from losslab.tracking.uri import check_reachable, compare_url, resolve_uri
