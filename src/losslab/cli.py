@@ -26,62 +26,18 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
-import yaml
-
 from losslab.core.config import compose, project_root
 from losslab.core.data import check_data, prepare
 from losslab.core.errors import Interrupted, LosslabError
 from losslab.core.files import atomic_write
-from losslab.core.plan import plan, require_scenarios
+from losslab.core.knobs import knob_overrides, read_params, scenarios
+from losslab.core.plan import plan
 from losslab.report.render import FigurePool
 from losslab.report.tables import result_text, text_table
 from losslab.server import serve
 from losslab.tracking.uri import resolve_uri
 from losslab.tracking.writer import TrackerProcess
 from losslab.verify import check_scenario
-
-# params.yaml knobs that the DVC stages pass on, and the Hydra key each one sets.
-KNOBS = {"seeds": "seeds", "epochs_scale": "epochs_scale", "accelerator": "trainer.accelerator"}
-
-
-def _params(path: str | None) -> dict:
-    if path is None:
-        return {}
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise LosslabError(f"cannot read params file {p}: {e}") from None
-    if not isinstance(data, dict):
-        raise LosslabError(f"params file {p} must be a mapping")
-    return data
-
-
-def _knob_overrides(params: dict) -> list[str]:
-    out = []
-    for knob, key in KNOBS.items():
-        if knob in params:
-            value = params[knob]
-            text = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
-            out.append(f"{key}={text}")
-    return out
-
-
-def _scenarios(args: argparse.Namespace, root: Path) -> list[str]:
-    names = list(getattr(args, "scenarios", None) or [])
-    if not names:
-        params = _params(args.params) if args.params else _params_default(root)
-        names = list(params.get("scenarios") or [])
-    if not names:
-        raise LosslabError("no scenarios given and none listed under `scenarios:` in params.yaml")
-    require_scenarios(root, names)
-    return names
-
-
-def _params_default(root: Path) -> dict:
-    p = root / "params.yaml"
-    return _params(str(p)) if p.is_file() else {}
-
 
 # --- commands ---------------------------------------------------------------------------
 
@@ -93,7 +49,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    overrides = _knob_overrides(_params(args.params)) + list(args.overrides)
+    overrides = knob_overrides(read_params(args.params)) + list(args.overrides)
     if args.multirun:
         # Deferred like the pipeline below: Hydra's launchers, torch and Lightning (~6 s).
         from losslab.sweeps import multirun
@@ -138,7 +94,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     root = project_root()
-    checks = [c for name in _scenarios(args, root) for c in check_scenario(root, name)]
+    checks = [
+        c for name in scenarios(root, list(args.scenarios), args.params) for c in check_scenario(root, name)
+    ]
     rows = [
         [c.scenario, c.variant, c.expected, c.observed, "PASS" if c.ok else "FAIL", c.why] for c in checks
     ]
@@ -153,7 +111,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from losslab.report.summary import write_summary
 
     root = project_root()
-    path = write_summary(root, _scenarios(args, root))
+    path = write_summary(root, scenarios(root, list(args.scenarios), args.params))
     print(f"wrote {path.relative_to(root)}")
     return 0
 
