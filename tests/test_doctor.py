@@ -222,3 +222,17 @@ def test_the_doctor_command_writes_json_and_refuses_bad_input(project) -> None:
     r = run_cli(project, "doctor", "scenario=nope")
     assert r.returncode == 2 and r.stderr.strip().startswith("losslab: error: unknown scenario 'nope'")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_each_hand_written_bug_is_wrong_gradient_naming_its_tensors(prepared) -> None:
+    rep = _doctor(prepared, "scenario=scratch_backprop", "variant=only_bias_grad", "fit.epochs=200")
+    assert (rep.cause, rep.confidence, rep.repair) == ("wrong_gradient", "high", None)
+    ev = rep.findings[0].evidence
+    assert ev["rel_err_b0"] > 0.1 and ev["rel_err_b1"] > 0.1  # the bias tensors, named
+    assert ev["rel_err_W0"] < 1e-10 and ev["rel_err_W1"] < 1e-10  # and only them
+    for variant in ("broken", "only_chain_rule", "only_feature_mean"):
+        assert _doctor(
+            prepared, "scenario=scratch_backprop", f"variant={variant}", "fit.epochs=200"
+        ).cause == ("wrong_gradient")
+    fixed = _doctor(prepared, "scenario=scratch_backprop", "variant=fixed_xor", "fit.epochs=2000")
+    assert fixed.cause == "healthy", str(fixed)

@@ -8,6 +8,7 @@ Hydra override a user pastes (`optimizer.lr=0.00347`, `data.scale=standardize`, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -17,12 +18,18 @@ from omegaconf import DictConfig
 from torch import nn
 
 from losslab.core.checks import epochs
-from losslab.core.criteria import MARGIN, Criterion
-from losslab.core.errors import LosslabError
+from losslab.core.criteria import MARGIN, Criterion, Expectations
 from losslab.doctor.engine import examine
 from losslab.doctor.problem import Problem
-from losslab.doctor.report import Diagnosis
+from losslab.doctor.report import Diagnosis, Finding
 from losslab.engine import build
+from losslab.engine.runtime import prepare_process
+from losslab.engine.scratch import bce
+from losslab.fit import fit
+from losslab.judge import judge
+from losslab.probes import gradient_check
+
+WRONG = 1e-2  # relative error past which a hand-written gradient tensor is wrong (float64)
 
 
 def _criterion(cfg: DictConfig) -> Callable[[Problem, nn.Module, np.ndarray], bool] | None:
@@ -47,13 +54,42 @@ def _criterion(cfg: DictConfig) -> Callable[[Problem, nn.Module, np.ndarray], bo
     return None
 
 
+def _hand_written(cfg: DictConfig) -> bool:
+    return str(cfg.module.get("_target_", "")).endswith("ScratchModule")
+
+
+def wrong_gradient(cfg: DictConfig) -> Finding | None:
+    """The hand-written backward against autograd (float64) at every seed's initial weights,
+    on the whole training set: one relative error per tensor (the worst seed's)."""
+    dm = build.datamodule(cfg)
+    dm.setup()
+    net = build.ensemble(cfg)
+    module = build.module(cfg, net)
+    n = len(net.seeds)
+    params = {k: v.detach() for k, v in net.params().items()}
+    x, y = dm.x.expand(n, *dm.x.shape), dm.y.expand(n, *dm.y.shape)
+    errors = gradient_check(module.loss_of, module.hand_grads, params, x, y, batched=True)
+    worst = {k: float(v.max()) if torch.isfinite(v).all() else math.inf for k, v in errors.items()}
+    wrong = [k for k, e in worst.items() if not e <= WRONG]
+    if not wrong:
+        return None
+    return Finding(
+        "wrong_gradient", {f"rel_err_{k}": e for k, e in worst.items()}, WRONG, max(worst.values()) / WRONG,
+        f"the hand-written gradient of {', '.join(wrong)} disagrees with autograd (float64, relative error "
+        f"up to {max(worst.values()):.3g}; right is ~1e-13): no config change repairs that, fix the backward "
+        "of those tensors or train with autograd",
+    )  # fmt: skip
+
+
+def _as_pipeline_trains(cfg: DictConfig) -> list[str]:
+    """Per-seed outcomes of the variant exactly as the pipeline trains and judges it."""
+    prepare_process(cfg.trainer.accelerator)
+    return [o.label for o in judge(fit(cfg), Expectations.of(cfg)).outcomes]
+
+
 def problem(cfg: DictConfig) -> Problem:
-    """The variant as factories: a fresh model per seed, an optimizer per model."""
-    if cfg.get("loss") is None:
-        raise LosslabError(
-            f"{cfg.scenario.name}/{cfg.variant.name} trains with a hand-written backward: the doctor's "
-            "config door does not run it yet; check it with losslab.check_gradients"
-        )
+    """The variant as factories: a fresh model per seed, an optimizer per model. A
+    hand-written network is trained with autograd here (its correct gradients)."""
     dm = build.datamodule(cfg)
     dm.setup()
     factory = instantiate(cfg.model)
@@ -61,7 +97,7 @@ def problem(cfg: DictConfig) -> Problem:
         make_model=lambda seed: factory(),
         x=dm.x,
         y=dm.y,
-        loss=instantiate(cfg.loss),
+        loss=bce if _hand_written(cfg) else instantiate(cfg.loss),
         make_optimizer=instantiate(cfg.optimizer),
         epochs=epochs(cfg),
         batch_size=cfg.data.get("batch_size"),
@@ -92,6 +128,11 @@ def overrides(cfg: DictConfig, changes: dict) -> list[str]:
 
 
 def diagnose_config(cfg: DictConfig, repair: bool = True) -> Diagnosis:
+    if _hand_written(cfg):
+        found = wrong_gradient(cfg)
+        if found is not None:  # decisive, and no config repair exists
+            note = "a wrong hand-written gradient has no config repair: fix the named tensors' backward"
+            return Diagnosis("wrong_gradient", "high", [found], None, _as_pipeline_trains(cfg), [note])
     report = examine(problem(cfg), repair)
     if report.repair is not None:
         report.repair = report.repair.as_overrides(overrides(cfg, report.repair.changes))
