@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 from pathlib import Path
 
@@ -14,13 +13,14 @@ from projects import FAULTY_SCHEDULE, fault_env, run_cli
 VARIANTS = ["broken", "adam", "sgd_small_lr", "standardized"]
 
 
-def _rows(db: Path) -> list[tuple[str, str, str, str | None, int, int]]:
-    """(run_uuid, status, variant tag, parent run id, start, end) for every run in the store."""
+def _rows(db: Path) -> list[tuple[str, str, str, str | None, int, int, str]]:
+    """(run_uuid, status, variant tag, parent run id, start, end, pid) for every run in the store."""
     query = """
         SELECT r.run_uuid, r.status,
                (SELECT value FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'variant'),
                (SELECT value FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'mlflow.parentRunId'),
-               r.start_time, r.end_time
+               r.start_time, r.end_time,
+               (SELECT value FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'losslab.trainer_pid')
         FROM runs r
     """
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
@@ -53,9 +53,9 @@ def test_joblib_multirun_loses_and_duplicates_no_run(project: Path) -> None:
     assert {row[3] for row in children} == {row[0] for row in parents}
     assert {row[1] for row in rows} == {"FINISHED"}
     assert all(row[0] in link for row in parents)  # one link lines the whole sweep up
-    # The jobs really ran side by side: some two parent runs overlap in time.
-    spans = sorted((row[4], row[5]) for row in parents)
-    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
+    # The jobs really ran on the two workers: two processes trained the four of them. (Whether
+    # two short jobs overlap in time depends on the machine's load, so that is not asserted.)
+    assert len({row[6] for row in parents}) == 2
     # Each job wrote its own Hydra record next to the others.
     assert len(list((project / "multirun").glob("*/*/*/.hydra/overrides.yaml"))) == len(VARIANTS)
 

@@ -18,6 +18,7 @@ from losslab.core.errors import LosslabError
 from losslab.engine.datamodule import TableDataModule
 from losslab.engine.models import Ensemble
 from losslab.engine.module import EnsembleModule, make_trainer
+from losslab.engine.runtime import quiet_lightning
 
 
 def datamodule(cfg: DictConfig) -> TableDataModule:
@@ -47,6 +48,7 @@ def _cause(e: BaseException) -> str:
 
 def check(cfg: DictConfig) -> None:
     """Build the model, optimizer, scheduler, module and Trainer once, on throwaway parameters."""
+    quiet_lightning()  # a Trainer announces its devices on stderr: bad input must stay one line
     where = f"{cfg.scenario.name}/{cfg.variant.name}"
     section = "model"
     try:

@@ -9,6 +9,8 @@ for what curves.csv holds.)
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,6 +38,8 @@ def run_tags(cfg: DictConfig, exp: Expectations) -> dict[str, str]:
         "description": exp.description,
         "mlflow.note.content": exp.description,
         "source": cfg.scenario.source,
+        # The training process (losslab.pid, set by the store, is the tracking writer's).
+        "losslab.trainer_pid": str(os.getpid()),
     }
 
 
