@@ -47,6 +47,7 @@ def test_momentum_moves_the_bound() -> None:
     assert rep.cause != "lr_too_high"
 
 
+@pytest.mark.slow  # ~30 s: a ReLU net trained 300 epochs over two seeds
 def test_healthy_controls_raise_no_alarm() -> None:
     xs = (X20 - X20.mean()) / X20.std()
     assert (
@@ -224,6 +225,7 @@ def test_the_doctor_command_writes_json_and_refuses_bad_input(project) -> None:
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # ~40 s: four variants trained as the pipeline trains them
 def test_each_hand_written_bug_is_wrong_gradient_naming_its_tensors(prepared) -> None:
     rep = _doctor(prepared, "scenario=scratch_backprop", "variant=only_bias_grad", "fit.epochs=200")
     assert (rep.cause, rep.confidence, rep.repair) == ("wrong_gradient", "high", None)
