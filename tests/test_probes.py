@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from losslab.probes import (
+    class_margin,
     critical_lr,
     dead_units,
     gradient_check,
@@ -465,3 +466,11 @@ def test_hvp_equals_torch_func_reverse_over_reverse_bit_for_bit() -> None:
     ours = hvp(f, params, v)
     theirs = torch.func.vjp(grad(f), params)[1](v)[0]
     assert all(torch.equal(ours[k], theirs[k]) for k in params)
+
+
+def test_class_margin_against_a_loop() -> None:
+    probs = torch.tensor([[0.9, 0.2, 0.7], [0.4, 0.1, float("nan")]])
+    y = torch.tensor([1.0, 0.0, 1.0])
+    first = min((p - 0.5) * (1 if t > 0.5 else -1) for p, t in zip([0.9, 0.2, 0.7], y.tolist(), strict=True))
+    got = class_margin(probs, y)
+    assert got[0].item() == pytest.approx(first) and got[1].item() == -math.inf

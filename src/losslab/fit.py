@@ -22,7 +22,14 @@ from losslab.engine import build
 from losslab.engine.datamodule import TableDataModule
 from losslab.engine.models import Ensemble
 from losslab.engine.module import EnsembleModule
-from losslab.probes import critical_lr, lambda_max, loss_broadcast, metric_misuse, smallest_unstable_prefix
+from losslab.probes import (
+    class_margin,
+    critical_lr,
+    lambda_max,
+    loss_broadcast,
+    metric_misuse,
+    smallest_unstable_prefix,
+)
 from losslab.recorders import HealthRecorder
 
 
@@ -128,6 +135,4 @@ def _margin(net: Ensemble, dm: TableDataModule, criterion: Criterion) -> np.ndar
     """Per replica, the smallest signed distance of a training output (through the link)
     from 0.5, towards its target's side; an output that is not finite is on neither side."""
     out = _link(criterion)(_outputs(net, dm.x)).reshape(len(net.seeds), -1).cpu()
-    side = torch.where(dm.y.reshape(1, -1) > 0.5, 1.0, -1.0)
-    margin = torch.where(torch.isfinite(out), (out - 0.5) * side, -torch.inf)
-    return margin.amin(1).double().numpy()
+    return class_margin(out, dm.y).double().numpy()

@@ -27,7 +27,7 @@ from losslab.engine.runtime import prepare_process
 from losslab.engine.scratch import bce
 from losslab.fit import fit
 from losslab.judge import judge
-from losslab.probes import gradient_check
+from losslab.probes import class_margin, gradient_check
 
 WRONG = 1e-2  # relative error past which a hand-written gradient tensor is wrong (float64)
 
@@ -46,9 +46,7 @@ def _criterion(cfg: DictConfig) -> Callable[[Problem, nn.Module, np.ndarray], bo
             with torch.no_grad():
                 out = model(p.x).reshape(-1)
             out = torch.sigmoid(out) if crit.link == "sigmoid" else out
-            side = torch.where(p.y.reshape(-1) > 0.5, 1.0, -1.0)
-            m = torch.where(torch.isfinite(out), (out - 0.5) * side, -torch.inf).min()
-            return bound.met(float(m))
+            return bound.met(float(class_margin(out, p.y)[0]))
 
         return margin
     return None

@@ -31,12 +31,13 @@ from losslab.probes.gradients import (
     tensor_norms,
     total_norm,
 )
-from losslab.probes.inputs import head_range, input_stats, nonfinite, targets_outside
+from losslab.probes.inputs import class_margin, head_range, input_stats, nonfinite, targets_outside
 from losslab.probes.pitfalls import loss_broadcast, metric_misuse
 from losslab.probes.units import dead_units, preactivations, saturated_units, unit_report
 
 __all__ = [
     "Params",
+    "class_margin",
     "critical_lr",
     "dead_units",
     "finite_differences",

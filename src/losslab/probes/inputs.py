@@ -84,3 +84,13 @@ def targets_outside(y: torch.Tensor, low: float, high: float) -> float:
         return 0.0
     outside = (y.detach() < low) | (y.detach() > high)
     return float(outside.to(torch.float64).mean())
+
+
+def class_margin(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per replica, the smallest signed distance of an output (a probability, [replicas, N]
+    or [N]) from 0.5 towards its 0/1 target's side; an output that is not finite is on
+    neither side (-inf). Positive everywhere means every point is classified right."""
+    out = probs.reshape(-1, targets.numel()) if probs.ndim > 1 else probs.reshape(1, -1)
+    side = torch.where(targets.reshape(1, -1).to(out.device) > 0.5, 1.0, -1.0)
+    margin = torch.where(torch.isfinite(out), (out - 0.5) * side, -torch.inf)
+    return margin.amin(1)
