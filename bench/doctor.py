@@ -7,8 +7,9 @@ variant=broken`), measured in one run on this machine, in one process:
    the seeds, curvature, counterfactuals);
 3. repair: `diagnose_config(cfg, repair=True)` minus the diagnosis (candidates trained over
    the seeds until one works).
-Prints diagnosis/training (target <= 2) and repair/training (target <= 6). scratch_backprop
-(a hand-written backward) is not yet diagnosed through the config door.
+Prints diagnosis/training (target <= 2) and repair/training (target <= 6). scratch_backprop's
+broken original is a wrong hand-written gradient: decisive, with no config repair (its
+"repair" column is the second, identical diagnosis minus the first: ~0).
 
     .venv/bin/python bench/doctor.py [--seeds 0,1,2,3,4]
 """
@@ -39,15 +40,15 @@ def main() -> None:
     args = ap.parse_args()
     quiet_lightning()
     head = ["scenario", "train s", "diagnose s", "repair s", "diag/train", "repair/train", "cause"]
-    print("{:<10} {:>8} {:>10} {:>9} {:>10} {:>12}  {}".format(*head))
-    for scenario in ("linear", "xor", "relu_head"):
+    print("{:<16} {:>8} {:>10} {:>9} {:>10} {:>12}  {}".format(*head))
+    for scenario in ("linear", "xor", "relu_head", "scratch_backprop"):
         cfg = compose([f"scenario={scenario}", "variant=broken", f"seeds=[{args.seeds}]"], ROOT)
         train, _ = _timed(fit, cfg)
         diag, report = _timed(diagnose_config, cfg, repair=False)
         both, _ = _timed(diagnose_config, cfg, repair=True)
         fix = max(both - diag, 0.0)
         row = (scenario, train, diag, fix, diag / train, fix / train, report.cause)
-        print("{:<10} {:8.2f} {:10.2f} {:9.2f} {:10.2f} {:12.2f}  {}".format(*row))
+        print("{:<16} {:8.2f} {:10.2f} {:9.2f} {:10.2f} {:12.2f}  {}".format(*row))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from torch import nn
 
 import losslab
 from losslab.core.errors import LosslabError
+from losslab.probes import lambda_max
 
 X20 = torch.arange(1.0, 21.0)[:, None]
 
@@ -238,3 +239,41 @@ def test_each_hand_written_bug_is_wrong_gradient_naming_its_tensors(prepared) ->
         ).cause == ("wrong_gradient")
     fixed = _doctor(prepared, "scenario=scratch_backprop", "variant=fixed_xor", "fit.epochs=2000")
     assert fixed.cause == "healthy", str(fixed)
+
+
+def _zero_bias_relu_net(seed: int) -> nn.Module:
+    m = nn.Sequential(nn.Linear(1, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+    for layer in m:
+        if isinstance(layer, nn.Linear):
+            nn.init.zeros_(layer.bias)
+    return m
+
+
+def test_adam_past_its_own_threshold_is_lr_too_high_where_the_sgd_bound_looks_safe() -> None:
+    """The trap: lr·λ_max/2 ≈ 0.34 says 'stable' for SGD, but Adam's first update moves the
+    weights 3.6× their size (every coordinate by ~lr): most seeds rise, lr/10 trains."""
+    x = 0.1 * torch.randn(128, 1, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    lam = lambda_max(_zero_bias_relu_net(0), nn.MSELoss(), x, 3 * x)
+    assert 0.3 * lam / 2 < 1  # the plain-SGD bound looks safe
+    adam = lambda p: torch.optim.Adam(p, lr=0.3)  # noqa: E731
+    rep = losslab.diagnose(_zero_bias_relu_net, (x, 3 * x), nn.MSELoss(), adam, epochs=100, seeds=(0, 1, 2))
+    assert (rep.cause, rep.confidence) == ("lr_too_high", "high"), str(rep)
+    ev = rep.findings[0].evidence
+    assert ev["update_ratio"] > 3 and rep.findings[0].threshold == 1.0
+    assert rep.repair is not None and rep.repair.success_rate >= 0.8 and rep.repair.changes["lr"] < 0.3
+
+
+def test_a_catapult_spike_that_recovers_is_healthy() -> None:
+    """SGD at 3/λ_max on a wide two-layer linear net: the loss rises ~600× in six epochs,
+    the curvature drops, and it converges to 1e-15. Past the quadratic bound, yet healthy."""
+    x = torch.randn(64, 1, generator=torch.Generator().manual_seed(0))
+
+    def uv(seed: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(1, 256, bias=False), nn.Linear(256, 1, bias=False))
+
+    torch.manual_seed(0)
+    lam = lambda_max(uv(0), nn.MSELoss(), x, 0.5 * x)
+    rep = losslab.diagnose(uv, (x, 0.5 * x), nn.MSELoss(), sgd(3.0 / lam), epochs=100, shuffle=False,
+                           seeds=(0, 1, 2))  # fmt: skip
+    assert rep.cause == "healthy" and rep.findings == [], str(rep)

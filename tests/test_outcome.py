@@ -34,3 +34,30 @@ def test_a_plateau_after_a_blow_up_is_stalled() -> None:
 
 def test_divergence_wins_over_a_low_final_loss() -> None:
     assert classify(np.array([1.0, np.inf, 0.0]), 0.01).label == "diverged"
+
+
+def test_a_loss_bouncing_without_descending_is_oscillating_not_improving() -> None:
+    """Mini-batch SGD (batch 4) at lr 0.6 on y = 0.5·x + noise: the epoch loss swings
+    between ~0.015 and ~0.05 for its last quarter; at lr 0.3 it sits calmly at the noise
+    floor (one spike is not an oscillation)."""
+    import torch
+    from torch import nn
+
+    from losslab.doctor.problem import Problem, train
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, generator=g)
+    y = 0.5 * x + 0.1 * torch.randn(64, 1, generator=g)
+
+    def losses(lr: float) -> np.ndarray:
+        sgd = lambda ps: torch.optim.SGD(ps, lr=lr)  # noqa: E731
+        return train(
+            Problem(lambda s: nn.Linear(1, 1), x, y, nn.MSELoss(), sgd, 100, 4, True, (0,)), 0
+        ).losses
+
+    assert classify(losses(0.6), 0.0, 0.5).label == "oscillating"
+    assert classify(losses(0.3), 0.0, 0.5).label == "improving"
+    zigzag = 1.0 + 0.3 * (-1.0) ** np.arange(40)
+    assert classify(zigzag, 0.0, 0.9).label == "oscillating"
+    falling = np.exp(-0.1 * np.arange(40)) * (1 + 0.1 * (-1.0) ** np.arange(40))
+    assert classify(falling, 0.0, 0.9).label == "improving"  # noisy, but descending

@@ -474,3 +474,21 @@ def test_class_margin_against_a_loop() -> None:
     first = min((p - 0.5) * (1 if t > 0.5 else -1) for p, t in zip([0.9, 0.2, 0.7], y.tolist(), strict=True))
     got = class_margin(probs, y)
     assert got[0].item() == pytest.approx(first) and got[1].item() == -math.inf
+
+
+def test_fit_score_is_r2_or_accuracy_per_replica_and_never_rewards_a_blow_up() -> None:
+    from losslab.probes import fit_score, task_of
+
+    y = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    outs = torch.stack([y, torch.full_like(y, 2.5), torch.full_like(y, float("nan"))])
+    r2 = fit_score(outs, y, task_of(torch.nn.MSELoss(), y))
+    assert r2[0] == 1.0 and r2[1] == pytest.approx(0.0) and r2[2] == -math.inf
+    labels = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    logits = torch.tensor([[-2.0], [3.0], [0.5], [1.0]])[None]
+    assert task_of(torch.nn.BCEWithLogitsLoss(), labels) == "logits"
+    assert float(fit_score(logits, labels, "logits")[0]) == 0.75
+    assert task_of(torch.nn.MSELoss(), labels) == "probs"  # 0/1 targets: a classifier
+    classes = torch.tensor([0, 2, 1])
+    scores = torch.eye(3)[[0, 2, 2]][None]
+    assert task_of(torch.nn.CrossEntropyLoss(), classes) == "classes"
+    assert float(fit_score(scores, classes, "classes")[0]) == pytest.approx(2 / 3)

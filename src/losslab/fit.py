@@ -16,7 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from losslab.core.criteria import MARGIN, Criterion
+from losslab.core.criteria import MARGIN, SCORE, Criterion
 from losslab.core.results import FitRecords, Stability
 from losslab.engine import build
 from losslab.engine.datamodule import TableDataModule
@@ -25,10 +25,12 @@ from losslab.engine.module import EnsembleModule
 from losslab.probes import (
     class_margin,
     critical_lr,
+    fit_score,
     lambda_max,
     loss_broadcast,
     metric_misuse,
     smallest_unstable_prefix,
+    task_of,
 )
 from losslab.recorders import HealthRecorder
 
@@ -69,7 +71,7 @@ def fit(
         seeds=seeds,
         curves={k: v for r in recorders for k, v in r.records().items()},
         finals=finals,
-        checks={MARGIN: _margin(net, dm, criterion)} if criterion.number == MARGIN else {},
+        checks=_checks(net, dm, criterion, module.loss_fn),
         stability=stability,
         warnings=findings,
         lr=float(opt.lr),
@@ -129,6 +131,16 @@ def _predictions(
         pred = dm.decode_y(_link(criterion)(_outputs(net, x)))
         out[name] = pred.reshape(len(net.seeds), -1)[:, 0].double().cpu().numpy()
     return out
+
+
+def _checks(net: Ensemble, dm: TableDataModule, criterion: Criterion, loss_fn: object) -> dict:
+    """The end-of-fit number the success criterion is judged on, if it is one of ours."""
+    if criterion.number == MARGIN:
+        return {MARGIN: _margin(net, dm, criterion)}
+    if criterion.number == SCORE:
+        score = fit_score(_outputs(net, dm.x), dm.y, task_of(loss_fn, dm.y))
+        return {SCORE: score.cpu().numpy()}
+    return {}
 
 
 def _margin(net: Ensemble, dm: TableDataModule, criterion: Criterion) -> np.ndarray:

@@ -8,14 +8,17 @@ touches no output; outputs are written only after every variant finished.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
+from collections.abc import Callable
 from concurrent.futures import Future
+from typing import Any
 
 from omegaconf import DictConfig
 
 from losslab.core.criteria import Expectations
 from losslab.core.errors import Interrupted, LosslabError
-from losslab.core.files import atomic_write, output_paths
+from losslab.core.files import atomic_write, diagnosis_path, output_paths
 from losslab.core.plan import Plan
 from losslab.core.results import ScenarioResult, Verdict
 from losslab.engine import build
@@ -29,11 +32,23 @@ from losslab.report.series import scenario_title, series
 from losslab.tracking.log import log_verdict, run_tags
 from losslab.tracking.writer import TrackerProcess
 
+# (config, verdict) -> the doctor's report on that variant: an object with cause,
+# confidence, to_dict() and markdown(). Passed in by the caller (the doctor sits beside
+# this module in the house, not below it).
+Diagnose = Callable[[DictConfig, Verdict], Any]
+
 
 def run(
-    plan: Plan, tracker: TrackerProcess | None = None, figures: FigurePool | None = None
+    plan: Plan,
+    tracker: TrackerProcess | None = None,
+    figures: FigurePool | None = None,
+    diagnose: Diagnose | None = None,
 ) -> ScenarioResult:
     """Every planned variant over its seeds; the scenario's DVC outputs when it ran them all.
+
+    `diagnose`: each variant's verdict is handed to the doctor; its cause and confidence
+    are tagged on the variant's run (`diagnosis.cause`, `diagnosis.confidence`, artifact
+    `diagnosis.md`) and written to reports/<scenario>.diagnosis.json with the outputs.
 
     `tracker` and `figures` may be started by the caller before it imports this module, so
     that MLflow and matplotlib load in their processes while torch loads in this one; this
@@ -54,6 +69,8 @@ def run(
         for cfg, dm in zip(plan.configs, modules, strict=True):
             verdict = _variant(cfg, dm, tracker, experiment)
             result.verdicts.append(verdict)
+            if diagnose is not None:
+                result.diagnoses[verdict.name] = _diagnosis(diagnose, cfg, verdict, tracker)
             title = f"{plan.scenario} / {verdict.name}"
             pending.append((verdict.name, figures.submit("variant_png", series(verdict), title)))
             pending = _finish(tracker, pending, wait=False)
@@ -94,6 +111,14 @@ def _variant(cfg: DictConfig, dm: TableDataModule, tracker: TrackerProcess, expe
     return verdict
 
 
+def _diagnosis(diagnose: Diagnose, cfg: DictConfig, verdict: Verdict, tracker: TrackerProcess) -> dict:
+    report = diagnose(cfg, verdict)
+    tags = {"diagnosis.cause": report.cause, "diagnosis.confidence": report.confidence}
+    tracker.log(verdict.name, tags=tags)
+    tracker.artifact_text(verdict.name, report.markdown(), "diagnosis.md")
+    return report.to_dict()
+
+
 def _finish(
     tracker: TrackerProcess, pending: list[tuple[str, Future[bytes]]], wait: bool
 ) -> list[tuple[str, Future[bytes]]]:
@@ -115,3 +140,7 @@ def _write_outputs(result: ScenarioResult, plan: Plan, figures: FigurePool) -> N
     write_data_outputs(result, plan.root)
     atomic_write(output_paths(plan.root, plan.scenario)[2], png)
     result.outputs = list(output_paths(plan.root, plan.scenario))
+    if result.diagnoses:
+        path = diagnosis_path(plan.root, plan.scenario)
+        atomic_write(path, json.dumps(result.diagnoses, indent=2, allow_nan=False) + "\n")
+        result.outputs.append(path)

@@ -3,8 +3,10 @@
 Expectations live in conf/ (variant.expect), results in metrics/<scenario>.json. A
 variant passes when the fraction of its seeds whose outcome is one of the expected ones
 reaches expect.min_rate and its median numbers meet their bounds (`core.criteria.check`,
-the same rule the pipeline's judge applies). Editing an expectation is checked against the
-existing results without re-training, so a wrong expectation fails here, loudly.
+the same rule the pipeline's judge applies); with the doctor's reports/<scenario>.diagnosis.json,
+its cause must match `expect.diagnosis`, and a fix converging in every seed must be `healthy`.
+Editing an expectation is checked against the existing results without re-training, so a
+wrong expectation fails here, loudly.
 """
 
 from __future__ import annotations
@@ -14,18 +16,28 @@ from pathlib import Path
 
 from losslab.core.config import compose, variants_of
 from losslab.core.criteria import Check, Expectations, check
+from losslab.core.files import diagnosis_path
 
 
 def check_scenario(root: Path, scenario: str) -> list[Check]:
     path = root / "metrics" / f"{scenario}.json"
     doc = json.loads(path.read_text()) if path.is_file() else None
+    dx = diagnosis_path(root, scenario)
+    diagnoses = json.loads(dx.read_text()) if dx.is_file() else {}
     checks = []
-    for name in variants_of(root, scenario):
-        exp = Expectations.of(compose([f"scenario={scenario}", f"variant={scenario}/{name}"], root))
+    # Without a `broken` variant (a user's folder) the scenario as written is checked first.
+    names = variants_of(root, scenario)
+    for name in names if "broken" in names else [None, *names]:
+        chosen = [f"variant={scenario}/{name}"] if name else []
+        exp = Expectations.of(compose([f"scenario={scenario}", *chosen], root))
+        name = exp.name
         result = (doc or {}).get("variants", {}).get(name)
         if result is None:
-            why = f"no results in {path.relative_to(root)}: run `dvc repro`"
+            how = f"`dvc repro` or `losslab run scenario={scenario}`"
+            why = f"no results in {path.relative_to(root)}: run {how}"
             checks.append(Check(scenario, name, exp.expected, "—", None, exp.min_rate, False, why))
             continue
-        checks.append(check(exp, result["outcomes"], result.get("numbers") or {}))
+        # Diagnoses are checked where the doctor ran, or where the variant expects one.
+        found = diagnoses.get(name, {}) if diagnoses or exp.diagnosis else None
+        checks.append(check(exp, result["outcomes"], result.get("numbers") or {}, found))
     return checks

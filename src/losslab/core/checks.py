@@ -13,6 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from losslab.core.criteria import CAUSES
+from losslab.core.data import NONFINITE
 from losslab.core.errors import LosslabError
 from losslab.core.outcome import OUTCOMES
 
@@ -82,6 +84,8 @@ def _data(cfg: DictConfig) -> None:
             _number(cfg, key, integer=True)
     _one_of(cfg, "data.scale", SCALES)
     _one_of(cfg, "data.shuffle", (True, False))
+    if OmegaConf.select(cfg, "data.nonfinite") is not None:
+        _one_of(cfg, "data.nonfinite", NONFINITE)
     if OmegaConf.select(cfg, "data.target_shape") is not None:
         _one_of(cfg, "data.target_shape", TARGET_SHAPES)
     if OmegaConf.select(cfg, "data.split.train") is not None:
@@ -102,7 +106,13 @@ def _data(cfg: DictConfig) -> None:
 
 
 def _judging(cfg: DictConfig) -> None:
-    _number(cfg, "scenario.outcome.converge_below", positive=False)
+    if OmegaConf.select(cfg, "scenario.outcome.converge_below") is not None:
+        _number(cfg, "scenario.outcome.converge_below", positive=False)
+    solved = OmegaConf.select(cfg, "scenario.outcome.solved")
+    if solved is not None and not ({"number", "margin"} & set(solved)):
+        raise LosslabError(
+            f"scenario.outcome.solved needs `number` (with below/above/at_least) or `margin`; got {solved!r}"
+        )
     _fraction(cfg, "scenario.outcome.improve_factor", closed=True)
     outcome = OmegaConf.select(cfg, "variant.expect.outcome")
     wanted = [outcome] if isinstance(outcome, str) else list(outcome or [])
@@ -112,6 +122,12 @@ def _judging(cfg: DictConfig) -> None:
             f"variant.expect.outcome must name outcomes among {', '.join(OUTCOMES)}; got {outcome!r}"
         )
     _fraction(cfg, "variant.expect.min_rate", closed=True)
+    named = OmegaConf.select(cfg, "variant.expect.diagnosis")
+    causes = [named] if isinstance(named, str) else list(named or [])
+    if any(c not in CAUSES for c in causes):
+        raise LosslabError(
+            f"variant.expect.diagnosis must name causes among {', '.join(CAUSES)}; got {named!r}"
+        )
 
 
 def validate(cfg: DictConfig) -> None:

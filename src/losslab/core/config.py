@@ -21,9 +21,22 @@ from omegaconf.errors import OmegaConfBaseException
 from losslab.core.checks import epochs, validate
 from losslab.core.errors import LosslabError
 
-__all__ = ["available", "compose", "epochs", "normalise", "project_root", "variants_of"]
+__all__ = [
+    "available",
+    "base_conf",
+    "compose",
+    "conf_dirs",
+    "epochs",
+    "normalise",
+    "project_root",
+    "scenario_folder",
+    "variants_of",
+]
 
 ROOT_ENV = "LOSSLAB_ROOT"
+# Where losslab's own conf/ lies when the package is used from its source checkout
+# (src/losslab/core/config.py -> the repository root).
+SHIPPED_CONF = Path(__file__).resolve().parents[3] / "conf"
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -44,10 +57,46 @@ def project_root(start: Path | None = None) -> Path:
     raise LosslabError(f"no conf/config.yaml in {here} or its parents; run inside a losslab project")
 
 
+def base_conf() -> Path:
+    """The conf/ a user's scenario folder is composed on (config.yaml, trainer/, tracking/):
+    the enclosing losslab project's, else the one losslab was installed from."""
+    try:
+        return project_root() / "conf"
+    except LosslabError:
+        if (SHIPPED_CONF / "config.yaml").is_file():
+            return SHIPPED_CONF
+        raise LosslabError(
+            "no losslab conf/ found: run inside a losslab project or set LOSSLAB_ROOT to one"
+        ) from None
+
+
+def scenario_folder(path: str | Path) -> Path:
+    """A user's scenario folder (`--config-dir`): scenario/<name>.yaml, optional
+    variant/<name>/*.yaml, data paths relative to it; outputs and runs go there too."""
+    d = Path(path).expanduser().resolve()
+    if not d.is_dir():
+        raise LosslabError(f"config folder {path} does not exist (expected {path}/scenario/<name>.yaml)")
+    own = sorted(p.stem for p in (d / "scenario").glob("*.yaml"))
+    if not own:
+        raise LosslabError(f"config folder {path} has no scenario/<name>.yaml (see examples/)")
+    taken = sorted(set(own) & {p.stem for p in (base_conf() / "scenario").glob("*.yaml")})
+    if taken:
+        raise LosslabError(f"{path}/scenario/{taken[0]}.yaml shadows losslab's own scenario: rename it")
+    return d
+
+
+def conf_dirs(root: Path) -> list[Path]:
+    """Where config groups are looked up, first match wins: a project's conf/; for a user's
+    scenario folder, the folder itself, then the base conf."""
+    if (root / "conf" / "config.yaml").is_file():
+        return [root / "conf"]
+    return [root, base_conf()]
+
+
 def available(root: Path, group: str) -> list[str]:
     """Options of a config group, e.g. the scenarios or one scenario's variants."""
-    d = root / "conf" / group
-    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+    found = {p.stem for d in conf_dirs(root) if (d / group).is_dir() for p in (d / group).glob("*.yaml")}
+    return sorted(found)
 
 
 def variants_of(root: Path, scenario: str) -> list[str]:
@@ -76,11 +125,14 @@ def compose(overrides: list[str], root: Path | None = None, name: str = "config"
     root = root or project_root()
     overrides = normalise(list(overrides))
     _check_choices(root, overrides)
+    *extra, primary = conf_dirs(root)
+    if extra:  # a user's scenario folder: searched after the base conf (which holds config.yaml)
+        overrides = [*overrides, f"hydra.searchpath=[file://{extra[0]}]"]
     try:
         if GlobalHydra.instance().is_initialized():  # inside a Hydra app (a multirun job)
             cfg = hydra_compose(name, overrides=overrides)
         else:
-            with initialize_config_dir(str(root / "conf"), version_base="1.3"):
+            with initialize_config_dir(str(primary), version_base="1.3"):
                 cfg = hydra_compose(name, overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise LosslabError(f"invalid override: {_first_line(e)}") from e

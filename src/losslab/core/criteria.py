@@ -20,6 +20,24 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 MARGIN = "train_margin"  # the number `solved: {margin: …}` is judged on (see fit)
+# What the doctor can name (losslab.doctor), and so what `variant.expect.diagnosis` may say.
+CAUSES = (
+    "lr_too_high",
+    "unscaled_inputs",
+    "head_range_mismatch",
+    "vanishing_gradients",
+    "exploding_gradients",
+    "dead_relu",
+    "nonfinite_data",
+    "wrong_gradient",
+    "shape_broadcast",
+    "metric_misuse",
+    "too_slow",
+    "healthy",
+)
+# The default success criterion, for a scenario that names none (a user's folder): the fit
+# on the training set, R² for regression and accuracy for classification, at least 0.95.
+SCORE, SCORE_MIN = "train_score", 0.95
 
 
 @dataclass(frozen=True)
@@ -61,10 +79,18 @@ class Criterion:
 
     @classmethod
     def of(cls, cfg: DictConfig) -> Criterion:
+        """`solved` if given; else a final loss below `converge_below`; else the default,
+        `train_score` >= 0.95 (overridable: `scenario.outcome.solved.at_least=0.99`)."""
         rule = cfg.scenario.outcome
         solved = OmegaConf.to_container(rule.solved) if rule.get("solved") else {}
         assert isinstance(solved, dict)
-        base = {"converge_below": float(rule.converge_below), "improve_factor": float(rule.improve_factor)}
+        below = rule.get("converge_below")
+        if not solved and below is None:
+            solved = {"number": SCORE, "at_least": SCORE_MIN}
+        base = {
+            "converge_below": -math.inf if below is None else float(below),
+            "improve_factor": float(rule.improve_factor),
+        }
         if "margin" in solved:
             bound = Bound(at_least=float(solved["margin"]))
             return cls(**base, number=MARGIN, bound=bound, link=solved.get("link", "identity"))
@@ -91,6 +117,7 @@ class Expectations:
     min_rate: float
     numbers: dict[str, Bound] = field(default_factory=dict)  # on the median over seeds
     criterion: Criterion | None = None
+    diagnosis: tuple[str, ...] = ()  # the doctor's cause(s) it must get (expect.diagnosis)
 
     @classmethod
     def of(cls, cfg: DictConfig) -> Expectations:
@@ -107,11 +134,18 @@ class Expectations:
             min_rate=float(v.expect.get("min_rate", 1.0)),
             numbers={k: Bound.of(b) for k, b in numbers.items()},
             criterion=Criterion.of(cfg),
+            diagnosis=_names(v.expect.get("diagnosis")),
         )
 
     @property
     def expected(self) -> str:
         return "|".join(self.outcomes)
+
+
+def _names(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -128,8 +162,15 @@ class Check:
     why: str = ""
 
 
-def check(exp: Expectations, outcomes: dict[str, int], numbers: dict[str, float | None]) -> Check:
-    """Outcome counts over seeds and median numbers (None = not finite) against `exp`."""
+def check(
+    exp: Expectations,
+    outcomes: dict[str, int],
+    numbers: dict[str, float | None],
+    diagnosis: dict | None = None,
+) -> Check:
+    """Outcome counts over seeds and median numbers (None = not finite) against `exp`; with
+    the doctor's `diagnosis` of the variant, also its cause against `expect.diagnosis`, and
+    a fix that converged in every seed must be diagnosed `healthy`."""
     total = sum(outcomes.values())
     rate = sum(n for k, n in outcomes.items() if k in exp.outcomes) / total
     expected, observed = exp.expected, ", ".join(f"{k} {n}/{total}" for k, n in outcomes.items())
@@ -142,4 +183,16 @@ def check(exp: Expectations, outcomes: dict[str, int], numbers: dict[str, float 
         if not bound.met(value):
             ok = False
             why = (why + "; " if why else "") + f"{key} outside its bound"
+    if diagnosis is not None:  # verify has the doctor's reports; the judge does not
+        cause = diagnosis.get("cause")
+        wanted = exp.diagnosis or (
+            ("healthy",) if exp.role == "fix" and set(outcomes) == {"converged"} else ()
+        )
+        observed += f"; diagnosed {cause or '—'}"
+        if wanted:
+            expected += f"; diagnosis {'|'.join(wanted)}"
+            if cause not in wanted:
+                ok = False
+                said = f"diagnosed {cause}" if cause else "no diagnosis recorded"
+                why = (why + "; " if why else "") + f"{said}, not {'|'.join(wanted)}"
     return Check(exp.scenario, exp.name, expected, observed, rate, exp.min_rate, ok, why)

@@ -75,8 +75,15 @@ def write_table(path: Path, columns: Columns) -> None:
     tmp.replace(path)
 
 
-def load_table(path: Path, columns: list[str]) -> Columns:
-    """Read the named float columns of a CSV file, or say exactly what is wrong with it."""
+NONFINITE = ("error", "drop", "keep")  # data.nonfinite: what a NaN/inf cell does
+
+
+def load_table(path: Path, columns: list[str], nonfinite: str = "error") -> Columns:
+    """Read the named float columns of a CSV file, or say exactly what is wrong with it.
+
+    A NaN or inf cell (`nan`, `inf`, or an empty cell) is an error naming its line, unless
+    `nonfinite` is `drop` (its row is left out) or `keep` (read as NaN/inf: the doctor
+    diagnoses such data instead of refusing it)."""
     if not path.is_file():
         raise LosslabError(
             f"missing data file {path}: run `dvc repro` (or `losslab prepare scenario=<name>`)"
@@ -106,25 +113,33 @@ def load_table(path: Path, columns: list[str]) -> Columns:
         for c in columns:
             cell = row[header.index(c)]
             try:
-                v = float(cell)
+                v = float(cell) if cell.strip() else math.nan
             except ValueError:
                 raise LosslabError(
                     f"corrupt data file {path}: line {r} column {c}: {cell!r} is not a number"
                 ) from None
-            if not math.isfinite(v):
-                raise LosslabError(f"data file {path}: line {r} column {c} is {cell} (not finite)")
+            if not math.isfinite(v) and nonfinite == "error":
+                raise LosslabError(
+                    f"data file {path}: line {r} column {c} is {cell or 'empty'} (not finite); "
+                    "`losslab doctor` counts such rows, data.nonfinite=drop leaves them out"
+                )
             out[c][r - 2] = v
+    if nonfinite == "drop":
+        keep = np.all([np.isfinite(v) for v in out.values()], axis=0)
+        if not keep.any():
+            raise LosslabError(f"data file {path}: every row has a non-finite value")
+        out = {c: v[keep] for c, v in out.items()}
     return out
 
 
 def read_xy(
-    path: Path, inputs: list[str], targets: list[str], n_points: int | None = None
+    path: Path, inputs: list[str], targets: list[str], n_points: int | None = None, nonfinite: str = "error"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inputs [N, len(inputs)] and targets [N, len(targets)] of a checked table (all rows).
 
     `n_points` is checked here (not applied), so a bad value is caught before training.
     """
-    cols = load_table(path, [*inputs, *targets])
+    cols = load_table(path, [*inputs, *targets], nonfinite)
     x = np.stack([cols[c] for c in inputs], axis=1)
     y = np.stack([cols[c] for c in targets], axis=1)
     if n_points is not None and n_points > len(x):
@@ -143,7 +158,10 @@ def prepare(cfg: DictConfig) -> list[Path]:
     return written
 
 
-def check_data(cfg: DictConfig) -> None:
+def check_data(cfg: DictConfig, nonfinite: str | None = None) -> None:
     """Read the variant's data file and check its columns and size (no torch needed)."""
     root = Path(cfg.paths.root)
-    read_xy(root / cfg.data.path, list(cfg.data.inputs), list(cfg.data.targets), cfg.data.n_points)
+    d = cfg.data
+    read_xy(
+        root / d.path, list(d.inputs), list(d.targets), d.n_points, nonfinite or d.get("nonfinite", "error")
+    )

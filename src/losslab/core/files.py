@@ -34,6 +34,11 @@ def output_paths(root: Path, name: str) -> tuple[Path, Path, Path]:
     )
 
 
+def diagnosis_path(root: Path, name: str) -> Path:
+    """The doctor's report on every variant of a scenario (written by its train stage)."""
+    return root / "reports" / f"{name}.diagnosis.json"
+
+
 def probe_write(directory: Path) -> None:
     """Create and delete a file in `directory` (OSError if that fails): permission bits say
     nothing when running as root, or on a read-only mount such as /proc."""

@@ -46,6 +46,8 @@ def scenarios(root: Path, given: list[str], params_path: str | None) -> list[str
     """The scenarios named on the command line, else those under `scenarios:` in the params
     file (default: the project's params.yaml), each checked to exist."""
     names = list(given)
+    if not names and not (root / "conf").is_dir() and (root / "scenario").is_dir():
+        names = sorted(p.stem for p in (root / "scenario").glob("*.yaml"))  # a user's folder
     if not names:
         default = root / "params.yaml"
         params = read_params(params_path or (default if default.is_file() else None))

@@ -8,6 +8,9 @@ Order of precedence:
 - `stalled`: the loss sits on a plateau (its last quarter moved by less than 0.1%). A
   dead ReLU head freezes the loss after one explosive epoch: lower than epoch 1, but
   stuck; and a frozen loss may drift up by round-off, so this comes before `rising`;
+- `oscillating`: over the last quarter the loss swings up and down (the direction flips
+  at least every other epoch, the typical swing ≥ 15% of its level) with no net fall
+  beyond two swings: bouncing across a valley, not descending it;
 - `rising`: final loss above the first by more than 0.1%;
 - `stalled`: fell by less than the scenario's `improve_factor`;
 - `improving`: anything else.
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-OUTCOMES = ("diverged", "rising", "stalled", "improving", "converged")
+OUTCOMES = ("diverged", "rising", "oscillating", "stalled", "improving", "converged")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,20 @@ def _plateau(losses: np.ndarray, rel: float = 1e-3) -> bool:
     return len(losses) >= 4 and float(tail.max() - tail.min()) <= rel * abs(float(tail.mean()))
 
 
+def _oscillating(losses: np.ndarray) -> bool:
+    """Last quarter: the direction flips at least every other epoch, the typical swing
+    (median |Δ|) is ≥ 15% of the typical level, and the fitted line over it moves by less
+    than two swings (no net descent). Medians: one spike is not an oscillation."""
+    if len(losses) < 16:
+        return False
+    tail = losses[-max(8, len(losses) // 4) :]
+    d = np.diff(tail)
+    flips = float(np.mean(np.sign(d[1:]) != np.sign(d[:-1])))
+    swing = float(np.median(np.abs(d)))
+    drift = abs(float(np.polyfit(np.arange(len(tail)), tail, 1)[0])) * (len(tail) - 1)
+    return flips >= 0.5 and swing >= 0.15 * abs(float(np.median(tail))) and drift < 2 * swing
+
+
 def classify(
     losses: np.ndarray, converge_below: float, improve_factor: float = 0.5, solved: bool | None = None
 ) -> Outcome:
@@ -64,6 +81,8 @@ def classify(
         label = "converged"
     elif _plateau(losses):  # before `rising`: a frozen loss may drift up by round-off
         label = "stalled"
+    elif _oscillating(losses):
+        label = "oscillating"
     elif final > initial * (1 + 1e-3):
         label = "rising"
     elif final > improve_factor * initial:

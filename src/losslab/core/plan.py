@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from losslab.core.config import available, compose, project_root, variants_of
 from losslab.core.data import check_data
 from losslab.core.errors import LosslabError
-from losslab.core.files import check_writable, output_paths
+from losslab.core.files import check_writable, diagnosis_path, output_paths
 
 
 @dataclass
@@ -36,11 +36,14 @@ def plan(overrides: list[str], root: Path | None = None) -> Plan:
     scenario = base.scenario.name
     chosen = any(o.startswith("variant=") for o in overrides)
     rest = [o for o in overrides if not o.startswith("variant=")]
-    configs = [base] if chosen else [_variant(rest, scenario, n, root) for n in variants_of(root, scenario)]
+    names = [] if chosen else variants_of(root, scenario)
+    # Without a `broken` variant (a user's folder) the scenario as written runs first, as `base`.
+    as_written = [base] if chosen or "broken" not in names else []
+    configs = as_written + [_variant(rest, scenario, n, root) for n in names]
     for cfg in configs:
         check_data(cfg)
     if not chosen:
-        check_writable(root, output_paths(root, scenario))
+        check_writable(root, [*output_paths(root, scenario), diagnosis_path(root, scenario)])
     return Plan(root, scenario, configs, whole=not chosen)
 
 

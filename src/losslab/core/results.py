@@ -91,3 +91,4 @@ class ScenarioResult:
     compare_url: str = ""
     ui_command: str = ""
     outputs: list[Path] = field(default_factory=list)
+    diagnoses: dict[str, dict] = field(default_factory=dict)  # variant -> the doctor's report

@@ -17,31 +17,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from losslab.core.criteria import SCORE_MIN
 from losslab.core.outcome import classify
 from losslab.doctor import evidence as ev
 from losslab.doctor.problem import Problem, as_tensors, train
 from losslab.doctor.report import Diagnosis, Finding, Repair
+from losslab.probes import fit_score, task_of
 
-R2_MIN, ACCURACY_MIN, REPAIR_RATE = 0.95, 0.95, 0.8
-UNSTABLE = ("diverged", "rising")
+REPAIR_RATE = 0.8
+UNSTABLE = ("diverged", "rising", "oscillating")
 
 
 def _solved(p: Problem, model: nn.Module) -> bool:
     """The default success criterion: R² ≥ 0.95 (regression) or accuracy ≥ 95% (classes)."""
     with torch.no_grad():
         out = model(p.x)
-    y = p.y
-    if not torch.isfinite(out).all():
-        return False
-    if not y.is_floating_point():  # class labels
-        return float((out.argmax(-1) == y).float().mean()) >= ACCURACY_MIN
-    if out.numel() == y.numel():
-        out = out.reshape(y.shape)
-    if set(torch.unique(y).tolist()) <= {0.0, 1.0}:  # binary: read logits through a sigmoid
-        prob = torch.sigmoid(out) if isinstance(p.loss, nn.BCEWithLogitsLoss) else out
-        return float(((prob > 0.5) == (y > 0.5)).float().mean()) >= ACCURACY_MIN
-    r2 = 1 - float(((out - y) ** 2).mean()) / max(float(y.var(unbiased=False)), 1e-12)
-    return r2 >= R2_MIN
+    return float(fit_score(out[None], p.y, task_of(p.loss, p.y))[0]) >= SCORE_MIN
 
 
 def _outcomes(p: Problem) -> tuple[list[str], list[nn.Module], list[np.ndarray]]:
@@ -60,15 +51,14 @@ def _verify(p: Problem, changes: dict, text: str) -> Repair:
     return Repair(changes, sum(o == "converged" for o in labels) / len(labels), labels, text)
 
 
-def _first_working(candidates: list[tuple[Problem, dict, str]]) -> Repair | None:
-    best = None
+def _attempts(candidates: list[tuple[Problem, dict, str]]) -> list[Repair]:
+    """Each candidate verified over the seeds, in order, until one works in ≥ 80% of them."""
+    tried: list[Repair] = []
     for p, changes, text in candidates:
-        r = _verify(p, changes, text)
-        if best is None or r.success_rate > best.success_rate:
-            best = r
-        if r.success_rate >= REPAIR_RATE:
-            return r
-    return best
+        tried.append(_verify(p, changes, text))
+        if tried[-1].success_rate >= REPAIR_RATE:
+            break
+    return tried
 
 
 def _too_slow(p: Problem, curves: list[np.ndarray]) -> Finding | None:
@@ -93,54 +83,76 @@ def _too_slow(p: Problem, curves: list[np.ndarray]) -> Finding | None:
 
 
 def _done(
-    cause: str, confidence: str, findings: list[Finding], seeds: list[str], repair: Repair | None
+    cause: str,
+    confidence: str,
+    findings: list[Finding],
+    seeds: list[str],
+    attempts: list[Repair] | None = None,
 ) -> Diagnosis:
+    """The report: the primary cause's finding first; the repair is the first attempt that
+    worked (else the best one), and every attempt is kept (`attempts`)."""
     ordered = sorted(findings, key=lambda f: f.cause != cause)
-    return Diagnosis(cause, confidence, ordered, repair, seeds)
+    tried = list(attempts or [])
+    working = [r for r in tried if r.success_rate >= REPAIR_RATE]
+    best = working[0] if working else max(tried, key=lambda r: r.success_rate, default=None)
+    return Diagnosis(cause, confidence, ordered, best, seeds, attempts=tried)
 
 
-def examine(p: Problem, repair: bool = True) -> Diagnosis:
-    """The engine behind every door."""
+Baseline = tuple[list[str], list[np.ndarray]]  # per-seed outcomes and loss curves
+
+
+def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -> Diagnosis:
+    """The engine behind every door. `baseline`: the run as given, already trained and judged
+    by the caller (the pipeline's own fit), so it is not trained again; the trained models
+    are then rebuilt only where a finding needs them (dead units of a failing run)."""
     found = ev.nonfinite_data(p)
     if found:  # no baseline: every loss would be NaN
         keep = ~ev.nonfinite_rows(p)
         fix = (p.but(x=p.x[keep], y=p.y[keep]), {"drop_nonfinite_rows": True}, "drop the rows with NaN/inf")
-        return _done("nonfinite_data", "high", [found], [], _verify(*fix) if repair else None)
+        # A NaN that reaches the loss makes every weight NaN: no need to train to know.
+        seeds = baseline[0] if baseline else ["diverged"] * len(p.seeds)
+        return _done("nonfinite_data", "high", [found], seeds, [_verify(*fix)] if repair else None)
     model = p.model(p.seeds[0])
     found = ev.shape_broadcast(p, model)
     if found:
         with torch.no_grad():
             shape = (-1, *model(p.x[:1]).shape[1:])
         fix = (p.but(y=p.y.reshape(shape)), {"targets_shape": list(shape)}, f"reshape the targets to {shape}")
-        return _done("shape_broadcast", "high", [found], _outcomes(p)[0], _verify(*fix) if repair else None)
+        seeds = baseline[0] if baseline else _outcomes(p)[0]
+        return _done("shape_broadcast", "high", [found], seeds, [_verify(*fix)] if repair else None)
     found = ev.head_mismatch(p, model)
     if found:
         fix = (p.but(head=nn.Identity()), {"head": "linear"}, "drop the output activation (a linear head)")
-        return _done(
-            "head_range_mismatch", "high", [found], _outcomes(p)[0], _verify(*fix) if repair else None
-        )
+        seeds = baseline[0] if baseline else _outcomes(p)[0]
+        return _done("head_range_mismatch", "high", [found], seeds, [_verify(*fix)] if repair else None)
     findings = [f for f in [ev.misused_metric(p)] if f]
 
-    seeds, models, curves = _outcomes(p)
+    if baseline is None:
+        seeds, models, curves = _outcomes(p)
+    else:
+        (seeds, curves), models = baseline, []
     if all(o == "converged" for o in seeds):
-        cause = "metric_misuse" if findings else "healthy"
-        return _done(cause, "high", findings, seeds, None)
+        # The loss is fine; a misused metric stays among the findings (a warning, not the cause).
+        return _done("healthy", "high", findings, seeds, None)
 
-    lam, lr, ratio, kind = ev.curvature(p, model)
+    curv = ev.curvature(p, model)
+    lam, lr, ratio, kind = curv.lam, curv.lr, curv.ratio, curv.kind
     unstable = sum(o in UNSTABLE for o in seeds) >= len(seeds) / 2
     scaled = ev.unscaled_inputs(p, model, lam)
-    dead = ev.dead_relu(p, models)
+    dead = ev.dead_relu(p, models or [train(p, seed).model for seed in p.seeds])
     findings += [f for f in (scaled, dead) if f]
-    if ratio is not None and ratio > ev.LR_RATIO:
-        bound = lr / ratio if ratio > 0 else math.inf
-        findings.append(Finding(
-            "lr_too_high", {"lr": lr, "lambda_max": lam, "critical_lr": bound, "ratio": ratio},
-            ev.LR_RATIO, ratio,
-            f"{kind} at lr {lr:.3g} vs its stability bound {bound:.4g} (= (2+2μ)/λ_max, λ_max {lam:.4g}): "
-            f"{'past' if ratio > 1 else 'within'} it by a factor {ratio:.3g}",
-        ))  # fmt: skip
-    lr_cf, _, _ = _outcomes(p.but(lr_scale=p.lr_scale * 0.1)) if unstable else ([], None, None)
-    lr_helps = bool(lr_cf) and sum(o in UNSTABLE for o in lr_cf) < sum(o in UNSTABLE for o in seeds)
+    # Hidden units alive at init and dead after training: the updates killed them.
+    killed = dead is not None and (
+        dead.evidence["dead_hidden_share"]
+        >= max(ev.DEAD_SHARE, dead.evidence["dead_hidden_share_at_init"] + 0.25)
+    )
+    found = curv.finding()
+    findings += [found] if found else []
+    lr_cf = _outcomes(p.but(lr_scale=p.lr_scale * 0.1))[0] if unstable or killed else []
+    lr_helps = bool(lr_cf) and (
+        sum(o in UNSTABLE for o in lr_cf) < sum(o in UNSTABLE for o in seeds)
+        or sum(o == "converged" for o in lr_cf) > sum(o == "converged" for o in seeds)
+    )
     if lr_helps and not any(f.cause == "lr_too_high" for f in findings):
         before, after = (float(sum(o in UNSTABLE for o in c)) for c in (seeds, lr_cf))
         findings.append(Finding(
@@ -150,21 +162,27 @@ def examine(p: Problem, repair: bool = True) -> Diagnosis:
             "(no curvature bound for this optimizer yet: the counterfactual alone, hence medium confidence)",
         ))  # fmt: skip
 
+    standardise = (p.but(x=ev.standardised(p.x)), {"standardise_inputs": True}, "standardise the inputs")
     head_dead = dead is not None and dead.evidence["dead_head_share"] >= 0.5
     if head_dead and not unstable:
         cause, conf = "dead_relu", "high"
         fixes = [(p.but(head=nn.Identity()), {"head": "linear"}, "drop the output ReLU (a linear head)")]
-    elif unstable and ((ratio is not None and ratio > 1) or lr_helps):
+    elif (unstable or killed) and ((ratio is not None and ratio > 1) or lr_helps):
         cause, conf = "lr_too_high", "high" if (ratio or 0) > 1 and lr_helps else "medium"
-        scales = ([1 / (ratio * 2)] if ratio and ratio > 1 else []) + [0.1, 0.01]
+        scales = [1 / (ratio * 2)] if ratio and ratio > 1 else []
         fixes = [
             (p.but(lr_scale=p.lr_scale * s), {"lr": lr * s}, f"lr {lr * s:.3g} instead of {lr:.3g}")
             for s in scales
         ]
+        fixes += [standardise] if scaled else []  # at the bound, badly scaled inputs train slowly
+        fixes += [
+            (p.but(lr_scale=p.lr_scale * s), {"lr": lr * s}, f"lr {lr * s:.3g} instead of {lr:.3g}")
+            for s in (0.1, 0.01)
+        ]
     elif unstable and scaled:
         cause, conf = "unscaled_inputs", "medium"
-        fixes = [(p.but(x=ev.standardised(p.x)), {"standardise_inputs": True}, "standardise the inputs")]
-    elif (slow := _too_slow(p, curves)) is not None:
+        fixes = [standardise]
+    elif not killed and (slow := _too_slow(p, curves)) is not None:
         findings.append(slow)
         cause, conf = "too_slow", "medium"
         more = int(min(10 * p.epochs, math.ceil(slow.evidence["projected_epochs"])))
@@ -173,9 +191,7 @@ def examine(p: Problem, repair: bool = True) -> Diagnosis:
         cause, conf, fixes = "dead_relu", "medium", []
     else:
         cause, conf, fixes = (findings[0].cause if findings else "healthy"), "low", []
-    if scaled and cause == "lr_too_high":
-        fixes.append((p.but(x=ev.standardised(p.x)), {"standardise_inputs": True}, "standardise the inputs"))
-    return _done(cause, conf, findings, seeds, _first_working(fixes) if repair and fixes else None)
+    return _done(cause, conf, findings, seeds, _attempts(fixes) if repair else None)
 
 
 def diagnose(

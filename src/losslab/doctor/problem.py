@@ -83,15 +83,18 @@ class Trained:
     seed: int
     losses: np.ndarray  # per epoch; NaN after the first non-finite epoch
     model: nn.Module
+    optimizer: torch.optim.Optimizer | None = None
 
 
-def train(problem: Problem, seed: int) -> Trained:
+def train(problem: Problem, seed: int, max_steps: int | None = None) -> Trained:
+    """The plain loop over every epoch (or only its first `max_steps` updates)."""
     model = problem.model(seed)
     opt = problem.optimizer(model)
     x, y = problem.x, problem.y
     n = len(x)
     bs = problem.batch_size or n
     losses = np.full(problem.epochs, np.nan)
+    steps = 0
     for epoch in range(problem.epochs):
         if problem.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
@@ -110,8 +113,11 @@ def train(problem: Problem, seed: int) -> Trained:
             value.backward()
             opt.step()
             total += float(value.detach())
+            steps += 1
+            if steps == max_steps:
+                return Trained(seed, losses, model, opt)
         losses[epoch] = total / math.ceil(n / bs)
         if not math.isfinite(losses[epoch]):
             losses[epoch:] = losses[epoch]  # blown up: no point training on
             break
-    return Trained(seed, losses, model)
+    return Trained(seed, losses, model, opt)

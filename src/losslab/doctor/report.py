@@ -11,20 +11,9 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-CAUSES = (
-    "lr_too_high",
-    "unscaled_inputs",
-    "head_range_mismatch",
-    "vanishing_gradients",
-    "exploding_gradients",
-    "dead_relu",
-    "nonfinite_data",
-    "wrong_gradient",
-    "shape_broadcast",
-    "metric_misuse",
-    "too_slow",
-    "healthy",
-)
+from losslab.core.criteria import CAUSES
+
+__all__ = ["CAUSES", "Diagnosis", "Finding", "Repair"]
 
 
 def _num(v: float | None) -> float | None:
@@ -86,6 +75,7 @@ class Diagnosis:
     repair: Repair | None = None
     seeds: list[str] = field(default_factory=list)  # per-seed outcome of the run as given
     notes: list[str] = field(default_factory=list)
+    attempts: list[Repair] = field(default_factory=list)  # every repair tried, in order
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +85,7 @@ class Diagnosis:
             "repair": self.repair.to_dict() if self.repair else None,
             "seeds": list(self.seeds),
             "notes": list(self.notes),
+            "attempts": [a.to_dict() for a in self.attempts],
         }
 
     def __str__(self) -> str:
@@ -108,3 +99,24 @@ class Diagnosis:
             lines.append(f"repair: {self.repair.text} -> success {self.repair.success_rate:.0%} of seeds")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """The report as Markdown (the `diagnosis.md` artifact of a variant's MLflow run)."""
+        out = [
+            f"# Diagnosis: {self.cause} (confidence {self.confidence})",
+            "",
+            f"Per-seed outcome: {', '.join(self.seeds) or '—'}",
+            "",
+        ]
+        if self.findings:
+            out += ["| cause | evidence | threshold | margin | summary |", "|---|---|---|---|---|"]
+            for f in self.findings:
+                nums = ", ".join(f"{k} = {v:.4g}" for k, v in f.evidence.items())
+                thr = "—" if f.threshold is None else f"{f.threshold:.4g}"
+                mar = "—" if f.margin is None else f"{f.margin:.3g}"
+                out.append(f"| {f.cause} | {nums} | {thr} | {mar} | {f.summary} |")
+            out.append("")
+        if self.repair:
+            out.append(f"Repair: {self.repair.text} (success {self.repair.success_rate:.0%} of seeds)")
+        out += [f"Note: {n}" for n in self.notes]
+        return "\n".join(out) + "\n"

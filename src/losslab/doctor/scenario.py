@@ -14,12 +14,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from losslab.core.checks import epochs
 from losslab.core.criteria import MARGIN, Criterion, Expectations
-from losslab.doctor.engine import examine
+from losslab.core.results import Verdict
+from losslab.doctor.engine import Baseline, examine
 from losslab.doctor.problem import Problem
 from losslab.doctor.report import Diagnosis, Finding
 from losslab.engine import build
@@ -121,17 +122,32 @@ def overrides(cfg: DictConfig, changes: dict) -> list[str]:
         elif key == "epochs":
             out.append(f"fit.epochs={round(value / float(cfg.epochs_scale))}")
         elif key == "drop_nonfinite_rows":
-            out.append("# drop the rows with NaN/inf from " + str(cfg.data.path))
+            out.append("data.nonfinite=drop")
     return out
 
 
-def diagnose_config(cfg: DictConfig, repair: bool = True) -> Diagnosis:
+def diagnose_config(cfg: DictConfig, repair: bool = True, baseline: Baseline | None = None) -> Diagnosis:
+    """The variant `cfg` describes, diagnosed. `baseline`: its per-seed outcomes and loss
+    curves as the pipeline trained and judged them (then not trained again)."""
     if _hand_written(cfg):
         found = wrong_gradient(cfg)
         if found is not None:  # decisive, and no config repair exists
             note = "a wrong hand-written gradient has no config repair: fix the named tensors' backward"
-            return Diagnosis("wrong_gradient", "high", [found], None, _as_pipeline_trains(cfg), [note])
-    report = examine(problem(cfg), repair)
+            seeds = baseline[0] if baseline else _as_pipeline_trains(cfg)
+            return Diagnosis("wrong_gradient", "high", [found], None, seeds, [note])
+    # Rows with NaN/inf are a diagnosis here, not an error (unless the variant drops them).
+    keep = cfg.data.get("nonfinite", "error") == "error"
+    seen = OmegaConf.merge(cfg, {"data": {"nonfinite": "keep"}}) if keep else cfg
+    report = examine(problem(seen), repair, baseline)
+    report.attempts = [a.as_overrides(overrides(cfg, a.changes)) for a in report.attempts]
     if report.repair is not None:
         report.repair = report.repair.as_overrides(overrides(cfg, report.repair.changes))
     return report
+
+
+def diagnose_verdict(cfg: DictConfig, verdict: Verdict) -> Diagnosis:
+    """The pipeline's hook: a variant just trained and judged, diagnosed from its own
+    per-seed outcomes and curves (no repair: the scenario's variants are the repairs)."""
+    labels = [o.label for o in verdict.outcomes]
+    curves = list(verdict.records.curves["loss"])
+    return diagnose_config(cfg, repair=False, baseline=(labels, curves))

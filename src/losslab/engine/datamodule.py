@@ -74,6 +74,7 @@ class TableDataModule(pl.LightningDataModule):
         shuffle: bool = False,
         target_shape: str = "column",
         split: dict | None = None,
+        nonfinite: str = "error",
         root: str = ".",
     ) -> None:
         super().__init__()
@@ -85,6 +86,7 @@ class TableDataModule(pl.LightningDataModule):
         self.batch_size, self.shuffle = batch_size, shuffle
         self.target_shape = target_shape
         self.split = dict(split or {})
+        self.nonfinite = nonfinite
         self.seeds: list[int] = [0]
         self.x: torch.Tensor | None = None
 
@@ -92,7 +94,7 @@ class TableDataModule(pl.LightningDataModule):
         """Load, split and scale once; safe to call again (Lightning does)."""
         if self.x is not None:
             return
-        x, y = read_xy(self.path, self.inputs, self.targets, self.n_points)
+        x, y = read_xy(self.path, self.inputs, self.targets, self.n_points, self.nonfinite)
         self._full = (x, y)
         if self.n_points is not None:
             x, y = x[: self.n_points], y[: self.n_points]

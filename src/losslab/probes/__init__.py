@@ -10,12 +10,15 @@ other losslab module, so any script, notebook or test can measure a model in mil
 - curvature: λ_max of the loss Hessian and the stability bound 2/λ_max of gradient descent;
 - gradients: hand-written vs autograd gradients, gradient norms;
 - units: dead ReLU units, saturated sigmoid/tanh units;
-- inputs: feature scales, non-finite values, targets outside the head's range;
+- inputs: feature scales, non-finite values, targets outside the head's range, the fit
+  score (R² or accuracy) and the class margin;
 - pitfalls: a broadcast loss, 'accuracy' on a regression target.
 """
 
 from losslab.probes.curvature import (
     Params,
+    adam_bound,
+    adam_preconditioner,
     critical_lr,
     hvp,
     lambda_max,
@@ -31,16 +34,27 @@ from losslab.probes.gradients import (
     tensor_norms,
     total_norm,
 )
-from losslab.probes.inputs import class_margin, head_range, input_stats, nonfinite, targets_outside
+from losslab.probes.inputs import (
+    class_margin,
+    fit_score,
+    head_range,
+    input_stats,
+    nonfinite,
+    targets_outside,
+    task_of,
+)
 from losslab.probes.pitfalls import loss_broadcast, metric_misuse
 from losslab.probes.units import dead_units, preactivations, saturated_units, unit_report
 
 __all__ = [
     "Params",
+    "adam_bound",
+    "adam_preconditioner",
     "class_margin",
     "critical_lr",
     "dead_units",
     "finite_differences",
+    "fit_score",
     "gradient_check",
     "head_range",
     "hvp",
@@ -57,6 +71,7 @@ __all__ = [
     "saturated_units",
     "smallest_unstable_prefix",
     "targets_outside",
+    "task_of",
     "tensor_norms",
     "total_norm",
     "unit_report",

@@ -47,9 +47,15 @@ def _dot(a: Params, b: Params) -> torch.Tensor:
 
 
 def _power(
-    f: Callable[[Params], torch.Tensor], params: Params, shift: float, iters: int, tol: float
+    f: Callable[[Params], torch.Tensor],
+    params: Params,
+    shift: float,
+    iters: int,
+    tol: float,
+    scale: Params | None = None,
 ) -> float:
-    """Dominant eigenvalue of (H - shift·I) by power iteration, plus the shift."""
+    """Dominant eigenvalue of (D·H·D - shift·I) by power iteration, plus the shift; D is the
+    diagonal `scale` (identity if None)."""
     gen = torch.Generator().manual_seed(0)
     # Drawn on the CPU (the same start on every device), then moved to the parameters' device.
     v = {k: torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for k, p in params.items()}
@@ -57,7 +63,11 @@ def _power(
     v = {k: t / norm for k, t in v.items()}
     lam = 0.0
     for _ in range(iters):
-        hv = hvp(f, params, v)
+        if scale is None:
+            hv = hvp(f, params, v)
+        else:
+            hv = hvp(f, params, {k: t * scale[k] for k, t in v.items()})
+            hv = {k: t * scale[k] for k, t in hv.items()}
         hv = {k: hv[k] - shift * v[k] for k in hv}
         new = float(_dot(v, hv))
         norm = _dot(hv, hv).sqrt()
@@ -83,12 +93,17 @@ def lambda_max(
     params: Params | None = None,
     iters: int = 200,
     tol: float = 1e-9,
+    precondition: Params | None = None,
 ) -> float:
     """Largest (algebraic) eigenvalue of the Hessian of loss_fn(model(x), y) w.r.t. the params.
 
     `params` default to the model's own (detached); pass others to evaluate a template
     architecture (even one on the meta device) at given weights. Neither is modified: the
     computation runs on float64 copies through functional_call.
+
+    `precondition`: per-coordinate D = P^-1/2 (same shapes as the params); the eigenvalue
+    is then that of D·H·D, i.e. of P^-1·H, the sharpness an adaptive optimizer sees
+    (`adam_preconditioner`).
     """
     given = _own_params(model) if params is None else params
     p64 = {k: v.detach().to(torch.float64) for k, v in given.items()}
@@ -97,10 +112,41 @@ def lambda_max(
     def f(p: Params) -> torch.Tensor:
         return loss_fn(functional_call(model, p, (x64,)), y64)
 
-    top = _power(f, p64, 0.0, iters, tol)
+    d64 = None if precondition is None else {k: v.detach().to(torch.float64) for k, v in precondition.items()}
+    top = _power(f, p64, 0.0, iters, tol, d64)
     if top < 0:  # dominant by magnitude is negative: shift to find the top of the spectrum
-        top = _power(f, p64, top, iters, tol)
+        top = _power(f, p64, top, iters, tol, d64)
     return top
+
+
+def adam_preconditioner(optimizer: torch.optim.Optimizer, model: nn.Module, floor: float = 1e-2) -> Params:
+    """D = P^-1/2 of an Adam/AdamW optimizer that has taken steps, as PyTorch applies it:
+    v̂ = exp_avg_sq / (1 - β2^t), P = (1 - β1^t)·(√v̂ + ε). Coordinates whose √v̂ is below
+    `floor` × the median over all coordinates are masked (D = 0): a coordinate whose
+    gradient has (almost) never been seen has P^-1 ≈ 1/ε, which would inflate the
+    eigenvalue by directions the optimizer is not actually stepping along."""
+    roots, pres = {}, {}
+    names = {id(p): k for k, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        b1, b2 = group["betas"]
+        for p in group["params"]:
+            state = optimizer.state.get(p) or {}
+            if id(p) not in names or "exp_avg_sq" not in state:
+                continue
+            t = float(state["step"])
+            root = (state["exp_avg_sq"].double() / (1 - b2**t)).sqrt()
+            roots[names[id(p)]] = root
+            pres[names[id(p)]] = (1 - b1**t) * (root + group["eps"])
+    if not roots:
+        return {}
+    cut = floor * float(torch.cat([r.reshape(-1) for r in roots.values()]).median())
+    return {k: torch.where(roots[k] > cut, pres[k].rsqrt(), torch.zeros_like(pres[k])) for k in roots}
+
+
+def adam_bound(lr: float, beta1: float) -> float:
+    """The preconditioned sharpness Adam tolerates: (2 + 2β1) / ((1 - β1)·lr), 38/lr at β1 0.9
+    (Cohen et al. 2022, Adaptive Gradient Methods at the Edge of Stability)."""
+    return (2 + 2 * beta1) / ((1 - beta1) * lr)
 
 
 def lambda_max_stacked(

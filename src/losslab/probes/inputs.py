@@ -94,3 +94,40 @@ def class_margin(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     side = torch.where(targets.reshape(1, -1).to(out.device) > 0.5, 1.0, -1.0)
     margin = torch.where(torch.isfinite(out), (out - 0.5) * side, -torch.inf)
     return margin.amin(1)
+
+
+def task_of(loss: object, targets: torch.Tensor) -> str:
+    """What the outputs mean, read from the loss: `logits` (BCEWithLogitsLoss,
+    binary_cross_entropy_with_logits), `probs` (BCELoss, binary_cross_entropy, a function
+    named bce, or any other loss on 0/1 targets), `classes` (CrossEntropyLoss, NLLLoss, or
+    integer targets) or `regression`."""
+    name = type(loss).__name__ if isinstance(loss, torch.nn.Module) else getattr(loss, "__name__", "")
+    name = name.lower().replace("_", "")
+    if "withlogits" in name:
+        return "logits"
+    if "bce" in name or "binarycrossentropy" in name:
+        return "probs"
+    if "crossentropy" in name or "nll" in name or not targets.is_floating_point():
+        return "classes"
+    binary = targets.numel() > 0 and bool(((targets == 0) | (targets == 1)).all())
+    return "probs" if binary else "regression"
+
+
+def fit_score(outputs: torch.Tensor, targets: torch.Tensor, task: str) -> torch.Tensor:
+    """Per replica, how well outputs [replicas, N, ...] fit the targets [N, ...]: R² for
+    `regression` (1 - SSE/SST over every target column), accuracy otherwise (argmax for
+    `classes`, the 0.5 cut for `probs`, 0 for `logits`). A non-finite output scores -inf
+    (R²) or counts as wrong (accuracy), so no blow-up passes for a fit."""
+    y = targets.detach()
+    n, r = len(y), outputs.shape[0]
+    out = outputs.detach().to(y.device).reshape(r, n, -1)
+    if task == "classes":
+        return (out.argmax(-1) == y.reshape(1, n).long()).double().mean(1)
+    t = y.reshape(1, n, -1).double()
+    if task in ("probs", "logits"):
+        right = (out > (0.0 if task == "logits" else 0.5)) == (t > 0.5)
+        return (right & torch.isfinite(out)).double().mean((1, 2))
+    sse = ((out.double() - t) ** 2).sum((1, 2))
+    sst = ((t - t.mean(1, keepdim=True)) ** 2).sum((1, 2)).clamp_min(1e-12)
+    r2 = 1 - sse / sst
+    return torch.where(torch.isfinite(r2), r2, torch.tensor(-torch.inf, dtype=r2.dtype))

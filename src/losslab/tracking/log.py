@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from losslab.core.criteria import Expectations
 from losslab.core.results import Verdict
 from losslab.tracking.params import flatten, public_config
+from losslab.tracking.store import Tracker
 from losslab.tracking.writer import TrackerProcess
 
 PARENT_NUMBERS = (
@@ -88,3 +89,29 @@ def curves_csv(v: Verdict) -> str:
                 ",".join([str(seed), str(e + 1), *(repr(float(rec.curves[n][i, e])) for n in names)])
             )
     return "\n".join(lines) + "\n"
+
+
+def log_repairs(store: Tracker, scenario: str, variant: str, cause: str, attempts: list[dict]) -> list[str]:
+    """Every repair the doctor tried, as a finished run of the scenario's experiment (tag
+    `role=repair`, the override as `repair.override`), beside the variant it repairs."""
+    experiment = store.experiment(scenario)
+    ids = []
+    for a in attempts:
+        override = " ".join(a.get("overrides") or []) or a["text"]
+        seeds = a["seeds"]
+        tags = {
+            "scenario": scenario,
+            "variant": variant,
+            "role": "repair",
+            "repair.override": override,
+            "diagnosis.cause": cause,
+            "outcome": ", ".join(f"{o} {seeds.count(o)}/{len(seeds)}" for o in dict.fromkeys(seeds)),
+            "mlflow.note.content": f"losslab doctor: {a['text']}",
+        }
+        group = store.start(experiment, f"{variant} + {override}", tags, [])
+        store.log(
+            group.parent, params={"repair.override": override}, summary={"success_rate": a["success_rate"]}
+        )
+        store.end(group)
+        ids.append(group.parent)
+    return ids

@@ -113,15 +113,19 @@ def _serve(conn: Any) -> None:
                 value = None  # the store already failed: skip the rest, keep ends
             else:
                 value = getattr(writer, name)(*args)
-            if reply:
-                conn.send(("ok", value))
+            answer = ("ok", value)
         except Exception as e:
             text = str(getattr(e, "message", "") or e).strip().splitlines()
             err = f"{type(e).__name__}: {text[0] if text else ''}" if name != "close" else str(e)
-            if reply:
-                conn.send(("error", err))
-            elif deferred is None:
+            answer = ("error", err)
+            if not reply and deferred is None:
                 deferred = err
+        if reply:
+            try:
+                conn.send(answer)
+            except OSError:  # the training process gave up before reading it (BrokenPipe)
+                writer.kill_open()
+                return
         if name == "close":
             writer.kill_open()
             conn.close()
