@@ -51,6 +51,12 @@ def test_outputs(repo: Path) -> None:
     row = next(line for line in summary.splitlines() if line.startswith("| broken | broken |"))
     assert "| diverged 5 |" in row and "x = 1..20 unscaled" in row
     assert (repo / "reports" / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    # The doctor's reading of every variant: a file, and a column of the summary.
+    diagnoses = json.loads((repo / "reports" / "linear.diagnosis.json").read_text())
+    assert list(diagnoses) == list(v) and diagnoses["broken"]["cause"] == "lr_too_high"
+    assert diagnoses["broken"]["findings"][0]["evidence"]["lambda_max"] == pytest.approx(288.539, rel=1e-4)
+    assert {diagnoses[k]["cause"] for k in ("sgd_small_lr", "standardized", "ten_points")} == {"healthy"}
+    assert row.rstrip().endswith("| lr_too_high (high) [+ unscaled_inputs] |")
 
 
 def test_mlflow_runs(repo: Path) -> None:
@@ -80,7 +86,14 @@ def test_mlflow_runs(repo: Path) -> None:
     assert [m.step for m in lr] == [1, 500] and {m.value for m in lr} == {1e-4}  # constant: 2 points
     assert "pred_x25" in fix.data.metrics
     artifacts = {a.path for a in client.list_artifacts(fix.info.run_id)}
-    assert {"config.yaml", "loss_curve.png", "curves.csv"} <= artifacts
+    assert {"config.yaml", "loss_curve.png", "curves.csv", "diagnosis.md"} <= artifacts
+    assert (broken.data.tags["diagnosis.cause"], broken.data.tags["diagnosis.confidence"]) == (
+        "lr_too_high",
+        "high",
+    )
+    assert fix.data.tags["diagnosis.cause"] == "healthy"
+    text = client.download_artifacts(broken.info.run_id, "diagnosis.md")
+    assert "# Diagnosis: lr_too_high" in Path(text).read_text()
 
     seed_runs = [r for r in children if r.data.tags["mlflow.parentRunId"] == broken.info.run_id]
     assert len(seed_runs) == 5

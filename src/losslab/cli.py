@@ -18,7 +18,6 @@ with one line and exit 128 + the signal (130, 143); runs of the process end KILL
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -26,20 +25,16 @@ import sys
 import traceback
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
 
-from omegaconf import DictConfig
-
-from losslab.core.config import compose, project_root, scenario_folder
+from losslab.core.config import compose, locate
 from losslab.core.data import check_data, prepare
 from losslab.core.errors import Interrupted, LosslabError
-from losslab.core.files import atomic_write
 from losslab.core.knobs import knob_overrides, read_params, scenarios
 from losslab.core.plan import plan
 from losslab.report.render import FigurePool
 from losslab.report.tables import result_text, text_table
 from losslab.server import serve
-from losslab.tracking.uri import check_reachable, resolve_uri
+from losslab.tracking.uri import resolve_uri
 from losslab.tracking.writer import TrackerProcess
 from losslab.verify import check_scenario
 
@@ -47,18 +42,7 @@ from losslab.verify import check_scenario
 
 
 def _where(args: argparse.Namespace) -> tuple[Path, list[str]]:
-    """The project root and the overrides: with --config-dir, the user's scenario folder
-    (its only scenario chosen when the overrides name none)."""
-    overrides = list(getattr(args, "overrides", []) or [])
-    if not getattr(args, "config_dir", None):
-        return project_root(), overrides
-    root = scenario_folder(args.config_dir)
-    own = sorted(p.stem for p in (root / "scenario").glob("*.yaml"))
-    if len(own) == 1 and not any(o.startswith("scenario=") for o in overrides):
-        overrides.insert(0, f"scenario={own[0]}")
-    elif not any(o.startswith("scenario=") for o in overrides):
-        raise LosslabError(f"{args.config_dir} holds several scenarios: name one, e.g. scenario={own[0]}")
-    return root, overrides
+    return locate(args.config_dir, list(getattr(args, "overrides", [])))
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -87,8 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         # Deferred: torch and Lightning cost ~6 s to import, and every other command (and
         # every bad input above) is answered without them.
-        from losslab.doctor.scenario import diagnose_verdict
-        from losslab.pipeline import run
+        from losslab.doctor.scenario import diagnose_verdict  # the doctor reads each verdict
+        from losslab.pipeline import run  # (the same)
     except BaseException:
         tracker.abort()
         figures.close(cancel=True)
@@ -103,46 +87,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     cfg = compose(overrides, root)
     check_data(cfg, nonfinite="keep")  # a bad override or data file: one line, before torch loads
     # Deferred: the doctor trains with torch (~2 s to import); bad input is answered above.
-    from losslab.doctor.scenario import diagnose_config
-    from losslab.doctor.variant import variant_path, write_variant
+    from losslab.doctor.command import consult
 
-    if args.write_variant:
-        variant_path(cfg, args.write_variant)  # a bad name: one line, before training
-    report = diagnose_config(cfg, repair=args.repair or bool(args.write_variant))
-    if args.json != "-":
-        print(report, flush=True)
-    if report.attempts:
-        _log_repairs(cfg, report, sys.stderr if args.json == "-" else sys.stdout)
-    if args.write_variant:
-        path = write_variant(cfg, report, args.write_variant)
-        print(
-            f"wrote {path} (run it: losslab run ... variant={args.write_variant})",
-            file=sys.stderr if args.json == "-" else sys.stdout,
-        )
-    if args.json:
-        text = json.dumps(report.to_dict(), indent=2) + "\n"
-        if args.json == "-":
-            sys.stdout.write(text)
-        else:
-            try:
-                atomic_write(Path(args.json), text)
-            except OSError as e:
-                raise LosslabError(f"cannot write {args.json}: {e.strerror or e}") from None
+    consult(cfg, args.repair, args.json, args.write_variant)
     return 0
-
-
-def _log_repairs(cfg: DictConfig, report: Any, out: TextIO) -> None:
-    """Each repair attempt as an MLflow run (role=repair) in the scenario's experiment."""
-    # Deferred: MLflow (~2 s) only when there are attempts to log.
-    from losslab.tracking.log import log_repairs
-    from losslab.tracking.store import Tracker
-
-    uri = resolve_uri(cfg)
-    check_reachable(uri)
-    store = Tracker(uri, cfg.tracking.ui_url, Path(cfg.paths.root))
-    attempts = [a.to_dict() for a in report.attempts]
-    log_repairs(store, cfg.scenario.name, cfg.variant.name, report.cause, attempts)
-    print(f"logged {len(attempts)} repair attempt(s) to MLflow ({cfg.scenario.name}, role=repair)", file=out)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -194,13 +142,10 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _config_dir(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument(
-        "--config-dir",
-        metavar="DIR",
-        help="a scenario folder of your own (DIR/scenario/<name>.yaml, optional DIR/variant/<name>/); "
-        "data paths are relative to it and outputs go there",
-    )
+CONFIG_DIR = (
+    "a scenario folder of your own (DIR/scenario/<name>.yaml, optional DIR/variant/<name>/); "
+    "data paths are relative to it and outputs go there"
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -210,43 +155,31 @@ def parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("prepare", help="write a scenario's data sets under data/")
     sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scenario=linear")
-    _config_dir(sp)
     sp.set_defaults(func=cmd_prepare)
 
     sp = sub.add_parser("run", help="train a scenario's variants over its seeds and track them")
     sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scenario=linear variant=adam")
     sp.add_argument("--params", help="params.yaml whose knobs (seeds, epochs_scale, accelerator) apply")
-    sp.add_argument(
-        "-m",
-        "--multirun",
-        action="store_true",
-        help="Hydra multirun: sweep comma lists (variant=broken,adam) on the configured launcher",
-    )
-    _config_dir(sp)
+    sweep = "Hydra multirun: sweep comma lists (variant=broken,adam) on the configured launcher"
+    sp.add_argument("-m", "--multirun", action="store_true", help=sweep)
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("doctor", help="name the cause of a variant's rising loss, with its evidence")
     sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scenario=linear variant=broken")
     sp.add_argument("--repair", action="store_true", help="try the candidate repairs over the seeds")
     sp.add_argument("--json", metavar="PATH", help="also write the report as JSON ('-': stdout only)")
-    sp.add_argument(
-        "--write-variant",
-        metavar="NAME",
-        help="write the verified repair as variant NAME (role fix) for the next run; implies --repair",
-    )
-    _config_dir(sp)
+    write = "write the verified repair as variant NAME (role fix) for the next run; implies --repair"
+    sp.add_argument("--write-variant", metavar="NAME", help=write)
     sp.set_defaults(func=cmd_doctor)
 
     sp = sub.add_parser("verify", help="check the latest results against each variant's expectation")
     sp.add_argument("scenarios", nargs="*", help="default: the scenarios listed in params.yaml")
     sp.add_argument("--params", help="params file listing `scenarios` (default: params.yaml)")
-    _config_dir(sp)
     sp.set_defaults(func=cmd_verify)
 
     sp = sub.add_parser("report", help="write reports/summary.md from metrics/*.json")
     sp.add_argument("scenarios", nargs="*", help="default: the scenarios listed in params.yaml")
     sp.add_argument("--params", help="params file listing `scenarios` (default: params.yaml)")
-    _config_dir(sp)
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("server", help="start the MLflow tracking server described by conf/mlflow_server/")
@@ -258,6 +191,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=5000)
     sp.set_defaults(func=cmd_ui)
+    for name in ("prepare", "run", "doctor", "verify", "report"):
+        sub.choices[name].add_argument("--config-dir", metavar="DIR", help=CONFIG_DIR)
     return p
 
 

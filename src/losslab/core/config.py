@@ -27,6 +27,7 @@ __all__ = [
     "compose",
     "conf_dirs",
     "epochs",
+    "locate",
     "normalise",
     "project_root",
     "scenario_folder",
@@ -83,6 +84,20 @@ def scenario_folder(path: str | Path) -> Path:
     if taken:
         raise LosslabError(f"{path}/scenario/{taken[0]}.yaml shadows losslab's own scenario: rename it")
     return d
+
+
+def locate(config_dir: str | None, overrides: list[str]) -> tuple[Path, list[str]]:
+    """The project root and the overrides a command runs with: with a `--config-dir`, the
+    user's scenario folder (its only scenario chosen when the overrides name none)."""
+    if not config_dir:
+        return project_root(), list(overrides)
+    root = scenario_folder(config_dir)
+    own = sorted(p.stem for p in (root / "scenario").glob("*.yaml"))
+    if any(o.startswith("scenario=") for o in overrides):
+        return root, list(overrides)
+    if len(own) > 1:
+        raise LosslabError(f"{config_dir} holds several scenarios: name one, e.g. scenario={own[0]}")
+    return root, [f"scenario={own[0]}", *overrides]
 
 
 def conf_dirs(root: Path) -> list[Path]:

@@ -19,6 +19,7 @@ from torch import nn
 
 from losslab.core.criteria import SCORE_MIN
 from losslab.core.outcome import classify
+from losslab.doctor import curvature as cv
 from losslab.doctor import evidence as ev
 from losslab.doctor.problem import Problem, as_tensors, train
 from losslab.doctor.report import Diagnosis, Finding, Repair
@@ -135,10 +136,13 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
         # The loss is fine; a misused metric stays among the findings (a warning, not the cause).
         return _done("healthy", "high", findings, seeds, None)
 
-    curv = ev.curvature(p, model)
+    sharpest = cv.sharpest_seed(p)  # a seed whose head is dead at init has no curvature at all
+    curv = cv.curvature(p, sharpest)
     lam, lr, ratio, kind = curv.lam, curv.lr, curv.ratio, curv.kind
     unstable = sum(o in UNSTABLE for o in seeds) >= len(seeds) / 2
-    scaled = ev.unscaled_inputs(p, model, lam)
+    scaled = ev.unscaled_inputs(p, sharpest, lam)
+    flow = ev.gradient_flow(p, p.model(p.seeds[0]))
+    findings += [flow] if flow else []
     dead = ev.dead_relu(p, models or [train(p, seed).model for seed in p.seeds])
     findings += [f for f in (scaled, dead) if f]
     # Hidden units alive at init and dead after training: the updates killed them.
@@ -164,7 +168,16 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
 
     standardise = (p.but(x=ev.standardised(p.x)), {"standardise_inputs": True}, "standardise the inputs")
     head_dead = dead is not None and dead.evidence["dead_head_share"] >= 0.5
-    if head_dead and not unstable:
+    flows = flow.cause if flow else None
+    if flows == "vanishing_gradients" and not unstable:
+        cause, conf = flows, "high"
+        fixes = [
+            (p.but(rebuild="relu"), {"activation": "relu", "init": "he"}, "ReLU hidden units with He init")
+        ]
+    elif flows == "exploding_gradients" and (unstable or killed) and not lr_helps:
+        cause, conf = flows, "high"  # it persists as lr -> 0: not the lr
+        fixes = [(p.but(rebuild="fan_in"), {"init": "glorot"}, "a fan-in-scaled (Glorot) init")]
+    elif head_dead and not unstable:
         cause, conf = "dead_relu", "high"
         fixes = [(p.but(head=nn.Identity()), {"head": "linear"}, "drop the output ReLU (a linear head)")]
     elif (unstable or killed) and ((ratio is not None and ratio > 1) or lr_helps):
@@ -189,8 +202,11 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
         fixes = [(p.but(epochs=more), {"epochs": more}, f"train {more} epochs")]
     elif dead is not None:
         cause, conf, fixes = "dead_relu", "medium", []
-    else:
-        cause, conf, fixes = (findings[0].cause if findings else "healthy"), "low", []
+    elif findings:
+        cause, conf, fixes = findings[0].cause, "low", []
+    else:  # it failed, and nothing measured explains it: never call a failing run healthy
+        cause, conf, fixes = ("lr_too_high" if unstable else "too_slow"), "low", []
+
     return _done(cause, conf, findings, seeds, _attempts(fixes) if repair else None)
 
 

@@ -7,12 +7,12 @@ thresholds are the ones named in the findings' summaries.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import warnings
 
 import torch
 from torch import nn
 
-from losslab.doctor.problem import Problem, train
+from losslab.doctor.problem import Problem
 from losslab.doctor.report import Finding
 from losslab.probes import (
     dead_units,
@@ -25,9 +25,10 @@ from losslab.probes import (
 )
 
 HEAD_SHARE = 0.01  # targets the head cannot reach
-LR_RATIO = 1.0  # lr · λ_max / (2 + 2μ): past 1, gradient descent on the local quadratic diverges
 SCALE_DROP = 10.0  # λ_max before / after standardising the inputs
 DEAD_SHARE = 0.5  # hidden ReLU units never active over the training set
+VANISH_RATIO, VANISH_NORM = 1e-3, 1e-4  # first/last layer gradient norm; first layer's own
+EXPLODE_RATIO, EXPLODE_LOSS = 70.0, 1e3  # first/last layer gradient norm; loss / Var(y) at init
 
 
 def nonfinite_rows(p: Problem) -> torch.Tensor:
@@ -86,66 +87,45 @@ def misused_metric(p: Problem) -> Finding | None:
     return Finding("metric_misuse", {"distinct_targets": distinct}, 2.0, distinct / 2.0, msg)
 
 
-@dataclass(frozen=True)
-class Curvature:
-    """The loss' curvature against the optimizer's own stability threshold."""
-
-    lam: float  # λ_max of the Hessian at init (plain: what input scaling changes)
-    lr: float
-    kind: str  # the optimizer's class name
-    ratio: float | None = None  # past 1: past the threshold; None: no bound for this optimizer
-    evidence: dict[str, float] = field(default_factory=dict)
-    rule: str = ""
-
-    def finding(self) -> Finding | None:
-        if self.ratio is None or self.ratio <= LR_RATIO:
-            return None
-        bound = self.lr / self.ratio if self.ratio > 0 else math.inf
-        return Finding(
-            "lr_too_high", {"lr": self.lr, **self.evidence, "critical_lr": bound, "ratio": self.ratio},
-            LR_RATIO, self.ratio,
-            f"{self.kind} at lr {self.lr:.3g} vs its stability bound {bound:.4g} ({self.rule}): "
-            f"past it by a factor {self.ratio:.3g}",
-        )  # fmt: skip
-
-
-UPDATE_RATIO = 3.0  # first update / weights, per layer (rms): past ~3-5 a step overshoots
-
-
-def update_ratio(p: Problem) -> float:
-    """The largest rms(ΔW)/rms(W) over the weight matrices after the first update. Adaptive
-    optimizers move every weight by ~lr whatever the gradient, so this is their scale of
-    instability (the preconditioned sharpness, measured at steps 5-20, swings by 10^4
-    between consecutive steps on small MLPs; see docs/doctor.md)."""
-    before = {k: v.detach().clone() for k, v in p.model(p.seeds[0]).named_parameters()}
-    after = dict(train(p.but(epochs=max(p.epochs, 1)), p.seeds[0], max_steps=1).model.named_parameters())
-    ratios = [
-        float((after[k].detach() - w).pow(2).mean().sqrt() / w.pow(2).mean().sqrt().clamp_min(1e-12))
-        for k, w in before.items()
-        if w.ndim >= 2
+def gradient_flow(p: Problem, model: nn.Module) -> Finding | None:
+    """Gradient norms at init, full batch, first weight matrix against the last:
+    vanishing when the first layer's is < 1e-3 of the last's and < 1e-4 itself; exploding
+    when it is > 70× the last's, or the initial loss is > 1000 × the targets' variance
+    (activations blown up forward)."""
+    model.zero_grad()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loss = p.loss(model(p.x), p.y)
+    loss.backward()
+    weights = [
+        m.weight.grad for m in model.modules() if isinstance(m, nn.Linear) and m.weight.grad is not None
     ]
-    return max(ratios) if ratios else math.nan
-
-
-def curvature(p: Problem, model: nn.Module) -> Curvature:
-    """SGD (momentum μ): r = lr·λ_max/(2+2μ) at init. Any other optimizer (Adam, RMSprop,
-    ...): r = the first update's size relative to the weights / 3."""
-    lam = lambda_max(model, p.loss, p.x, p.y) if p.y.is_floating_point() else math.nan
-    opt = p.optimizer(model)
-    group, kind = opt.param_groups[0], type(opt).__name__
-    lr = float(group["lr"])
-    if kind == "SGD" and math.isfinite(lam):
-        mu = float(group.get("momentum") or 0.0)
-        rule = f"= (2+2μ)/λ_max, λ_max {lam:.4g}"
-        return Curvature(lam, lr, kind, lr * lam / (2 + 2 * mu), {"lambda_max": lam}, rule)
-    if kind != "SGD":
-        ratio = update_ratio(p)
-        if math.isfinite(ratio):
-            rule = (
-                f"its first update moves a layer's weights by {ratio:.3g}× their rms, past {UPDATE_RATIO:g}×"
-            )
-            return Curvature(lam, lr, kind, ratio / UPDATE_RATIO, {"update_ratio": ratio}, rule)
-    return Curvature(lam, lr, kind)
+    model.zero_grad()
+    if len(weights) < 3:  # one or two layers: nothing for a gradient to vanish through
+        return None
+    first, last = float(weights[0].norm()), float(weights[-1].norm())
+    ratio = first / last if last > 0 else math.inf
+    scale = float(p.y.float().var(unbiased=False)) if p.y.is_floating_point() else 1.0
+    rel_loss = float(loss.detach()) / max(scale, 1e-12)
+    evidence = {
+        "first_to_last_grad_ratio": ratio,
+        "first_layer_grad_norm": first,
+        "initial_loss_over_var": rel_loss,
+    }
+    if ratio < VANISH_RATIO and first < VANISH_NORM:
+        return Finding(
+            "vanishing_gradients", evidence, VANISH_RATIO, VANISH_RATIO / max(ratio, 1e-300),
+            f"at init the first layer's gradient is {ratio:.2g} of the last's ({first:.2g}): the "
+            f"{len(weights)} layers in between squash it; ReLU with He init, or fewer/normalised layers",
+        )  # fmt: skip
+    if ratio > EXPLODE_RATIO or rel_loss > EXPLODE_LOSS:
+        margin = max(ratio / EXPLODE_RATIO, rel_loss / EXPLODE_LOSS)
+        return Finding(
+            "exploding_gradients", evidence, EXPLODE_RATIO, margin,
+            f"at init the first layer's gradient is {ratio:.3g}× the last's and the loss {rel_loss:.3g}× "
+            "the targets' variance: the init amplifies through the layers; a fan-in-scaled init",
+        )  # fmt: skip
+    return None
 
 
 def standardised(x: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,10 @@ class Problem:
     metrics: tuple[str, ...] = ()
     lr_scale: float = 1.0  # a counterfactual: every group's lr times this
     head: nn.Module | None = None  # a counterfactual: the Sequential's last module replaced
+    # A counterfactual on the hidden layers: "relu" swaps every hidden Sigmoid/Tanh for a
+    # ReLU with He (fan-in) init; "fan_in" keeps the activations and re-draws every Linear
+    # with a fan-in-scaled (Glorot) init.
+    rebuild: str | None = None
     # Success as the caller defines it: (problem, trained model, its losses) -> solved?
     # None: R² ≥ 0.95 on the training set (regression), accuracy ≥ 95% (classes).
     solved: Callable[[Problem, nn.Module, np.ndarray], bool] | None = None
@@ -52,6 +56,8 @@ class Problem:
             raise LosslabError(f"model factory must return a torch.nn.Module, got {type(model).__name__}")
         if self.head is not None and isinstance(model, nn.Sequential):
             model[-1] = self.head
+        if self.rebuild is not None and isinstance(model, nn.Sequential):
+            _rebuild(model, self.rebuild)
         return model
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
@@ -59,6 +65,20 @@ class Problem:
         for g in opt.param_groups:
             g["lr"] = g["lr"] * self.lr_scale
         return opt
+
+
+def _rebuild(model: nn.Sequential, how: str) -> None:
+    """Apply the `rebuild` counterfactual in place (the head, the last module, is kept)."""
+    for i, layer in enumerate(model[:-1]):
+        if how == "relu" and isinstance(layer, (nn.Sigmoid, nn.Tanh)):
+            model[i] = nn.ReLU()
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            if how == "relu":
+                nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+            else:
+                nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias) if layer.bias is not None else None
 
 
 def as_tensors(data: tuple) -> tuple[torch.Tensor, torch.Tensor]:

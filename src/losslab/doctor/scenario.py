@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from losslab.engine.scratch import bce
 from losslab.fit import fit
 from losslab.judge import judge
 from losslab.probes import class_margin, gradient_check
+from losslab.tracking.uri import check_reachable, resolve_uri
 
 WRONG = 1e-2  # relative error past which a hand-written gradient tensor is wrong (float64)
 
@@ -123,6 +125,12 @@ def overrides(cfg: DictConfig, changes: dict) -> list[str]:
             out.append(f"fit.epochs={round(value / float(cfg.epochs_scale))}")
         elif key == "drop_nonfinite_rows":
             out.append("data.nonfinite=drop")
+        elif key == "activation":
+            out.append("model.activation={_target_:torch.nn.ReLU}")
+        elif key == "init":
+            init = "kaiming_uniform_,nonlinearity:relu" if value == "he" else "xavier_uniform_"
+            out.append(f"model.weight_init={{_target_:torch.nn.init.{init},_partial_:true}}")
+            out.append("model.bias_init={_target_:torch.nn.init.zeros_,_partial_:true}")
     return out
 
 
@@ -151,3 +159,17 @@ def diagnose_verdict(cfg: DictConfig, verdict: Verdict) -> Diagnosis:
     labels = [o.label for o in verdict.outcomes]
     curves = list(verdict.records.curves["loss"])
     return diagnose_config(cfg, repair=False, baseline=(labels, curves))
+
+
+def log_attempts(cfg: DictConfig, report: Diagnosis) -> int:
+    """Each repair attempt as a finished MLflow run (role=repair, the override as a tag) in
+    the scenario's experiment, beside the variant it repairs; returns how many."""
+    # Deferred: MLflow (~2 s) loads only to log repairs, never in a training process.
+    from losslab.tracking.log import log_repairs
+    from losslab.tracking.store import Tracker  # (the same: MLflow's client)
+
+    uri = resolve_uri(cfg)
+    check_reachable(uri)
+    store = Tracker(uri, cfg.tracking.ui_url, Path(cfg.paths.root))
+    attempts = [a.to_dict() for a in report.attempts]
+    return len(log_repairs(store, cfg.scenario.name, cfg.variant.name, report.cause, attempts))

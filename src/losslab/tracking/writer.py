@@ -118,8 +118,7 @@ def _serve(conn: Any) -> None:
             text = str(getattr(e, "message", "") or e).strip().splitlines()
             err = f"{type(e).__name__}: {text[0] if text else ''}" if name != "close" else str(e)
             answer = ("error", err)
-            if not reply and deferred is None:
-                deferred = err
+            deferred = deferred or (None if reply else err)
         if reply:
             try:
                 conn.send(answer)
