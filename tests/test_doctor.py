@@ -315,3 +315,20 @@ def test_an_init_that_amplifies_is_exploding_gradients_not_the_lr() -> None:
     assert (
         rep.repair is not None and rep.repair.changes == {"init": "glorot"} and rep.repair.success_rate == 1.0
     )
+
+
+def test_raw_square_feet_beside_bedrooms_is_unscaled_inputs_repaired_by_standardising() -> None:
+    """y = 40·bedrooms + 0.01·sqft: SGD at half its bound (set by sqft ~ 10^3) cannot move
+    the bedrooms weight (it learns at lr·λ_min); nothing is unstable, the lr is not past its
+    bound, yet it stalls. Standardised inputs, at the same fraction of the new bound, fit."""
+    g = np.random.default_rng(0)
+    sqft, beds = g.uniform(500, 3500, 200), g.integers(1, 6, 200).astype(float)
+    x, y = np.stack([sqft, beds], 1), (40 * beds + 0.01 * sqft + g.normal(0, 5, 200))[:, None]
+    torch.manual_seed(0)
+    lam = lambda_max(nn.Linear(2, 1), nn.MSELoss(), torch.tensor(x).float(), torch.tensor(y).float())
+    rep = losslab.diagnose(lambda s: nn.Linear(2, 1), (x, y), nn.MSELoss(), sgd(1.0 / lam), epochs=200,
+                           seeds=(0, 1, 2))  # fmt: skip
+    assert (rep.cause, rep.confidence) == ("unscaled_inputs", "high"), str(rep)
+    assert not any(f.cause == "lr_too_high" for f in rep.findings)  # within the bound: not the lr
+    assert rep.findings[0].evidence["lambda_max_standardised"] < 3 and rep.repair is not None
+    assert rep.repair.changes["standardise_inputs"] and rep.repair.success_rate == 1.0

@@ -62,6 +62,24 @@ def _attempts(candidates: list[tuple[Problem, dict, str]]) -> list[Repair]:
     return tried
 
 
+def _standardise(p: Problem, curv: cv.Curvature, scaled: Finding | None) -> tuple[Problem, dict, str]:
+    """Standardised inputs; for SGD also the lr at the same place under the new, lower bound
+    (the run's own fraction of it, at most half): the old lr would crawl on a flat loss."""
+    std = p.but(x=ev.standardised(p.x))
+    lam_std = scaled.evidence["lambda_max_standardised"] if scaled else math.nan
+    if curv.kind != "SGD" or curv.ratio is None or not lam_std > 0:
+        return std, {"standardise_inputs": True}, "standardise the inputs"
+    new = min(curv.ratio, 0.5) * curv.lr / curv.ratio * curv.lam / lam_std
+    changes = {"standardise_inputs": True, "lr": new}
+    return std.but(lr_scale=p.lr_scale * new / curv.lr), changes, f"standardise the inputs, lr {new:.3g}"
+
+
+def _helps(counterfactual: Problem, seeds: list[str]) -> bool:
+    """Does the changed problem converge in more seeds than the run as given?"""
+    after = _outcomes(counterfactual)[0]
+    return sum(o == "converged" for o in after) > sum(o == "converged" for o in seeds)
+
+
 def _too_slow(p: Problem, curves: list[np.ndarray]) -> Finding | None:
     """Still falling steadily over the last quarter: projected epochs to the criterion."""
     falls = []
@@ -166,7 +184,7 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
             "(no curvature bound for this optimizer yet: the counterfactual alone, hence medium confidence)",
         ))  # fmt: skip
 
-    standardise = (p.but(x=ev.standardised(p.x)), {"standardise_inputs": True}, "standardise the inputs")
+    standardise = _standardise(p, curv, scaled)
     head_dead = dead is not None and dead.evidence["dead_head_share"] >= 0.5
     flows = flow.cause if flow else None
     if flows == "vanishing_gradients" and not unstable:
@@ -192,8 +210,10 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
             (p.but(lr_scale=p.lr_scale * s), {"lr": lr * s}, f"lr {lr * s:.3g} instead of {lr:.3g}")
             for s in (0.1, 0.01)
         ]
-    elif unstable and scaled:
-        cause, conf = "unscaled_inputs", "medium"
+    elif scaled and (unstable or _helps(standardise[0], seeds)):
+        # Within the lr bound, yet failing: the scale makes the loss ill-conditioned (the
+        # small features learn at lr·λ_min); standardised inputs train in the same budget.
+        cause, conf = "unscaled_inputs", "high" if not unstable else "medium"
         fixes = [standardise]
     elif not killed and (slow := _too_slow(p, curves)) is not None:
         findings.append(slow)

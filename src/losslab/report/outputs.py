@@ -13,7 +13,19 @@ from losslab.core.results import ScenarioResult
 
 
 def metrics_document(result: ScenarioResult) -> dict:
-    return {"scenario": result.scenario, "variants": {v.name: v.summary for v in result.verdicts}}
+    """The metrics file; with the doctor's reading of each variant in brief (cause,
+    confidence, the causes of its findings), so a changed diagnosis is a changed metric
+    and the `report` stage that reads it reruns."""
+    variants = {}
+    for v in result.verdicts:
+        d = result.diagnoses.get(v.name)
+        brief = {
+            "cause": d["cause"],
+            "confidence": d["confidence"],
+            "findings": [f["cause"] for f in d["findings"]],
+        }
+        variants[v.name] = {**v.summary, "diagnosis": brief} if d else v.summary
+    return {"scenario": result.scenario, "variants": variants}
 
 
 def plots_csv(result: ScenarioResult) -> str:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from losslab.core.errors import LosslabError
-from losslab.core.files import atomic_write, diagnosis_path
+from losslab.core.files import atomic_write
 from losslab.report.figures import summary_png
 from losslab.report.series import series_from_files
 from losslab.report.tables import HEADER, markdown_table, table_rows
@@ -20,9 +20,7 @@ def write_summary(root: Path, scenarios: list[str]) -> Path:
         if not path.is_file():
             raise LosslabError(f"no results for scenario '{name}' ({path} missing): run `dvc repro`")
         doc = json.loads(path.read_text())
-        dx = diagnosis_path(root, name)  # written by the same train stage as the metrics
-        diagnoses = json.loads(dx.read_text()) if dx.is_file() else None
-        table = markdown_table(HEADER, table_rows(doc, diagnoses))
+        table = markdown_table(HEADER, table_rows(doc))
         parts += [f"## {name}", "", f"![{name}]({name}.png)", "", table, ""]
         said: dict[str, list[str]] = {}
         for variant, v in doc["variants"].items():

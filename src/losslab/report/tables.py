@@ -29,14 +29,14 @@ def _fmt(v: object) -> str:
 
 
 def diagnosis_cell(d: dict | None) -> str:
-    """`cause (confidence)`; a healthy variant's leftover findings in brackets."""
+    """`cause (confidence)`, the other findings' causes in brackets."""
     if not d:
         return "—"
-    also = [f["cause"] for f in d.get("findings", []) if f["cause"] != d["cause"]]
+    also = [f for f in d.get("findings", []) if f != d["cause"]]
     return f"{d['cause']} ({d['confidence']})" + (f" [+ {', '.join(also)}]" if also else "")
 
 
-def table_rows(doc: dict, diagnoses: dict | None = None) -> list[list[str]]:
+def table_rows(doc: dict) -> list[list[str]]:
     rows = []
     for name, s in doc["variants"].items():
         outcome = ", ".join(f"{k} {n}" for k, n in s["outcomes"].items())
@@ -53,7 +53,7 @@ def table_rows(doc: dict, diagnoses: dict | None = None) -> list[list[str]]:
                 _fmt(s["median_final_loss"]),
                 _fmt(s["first_inf_epoch"]) + " / " + _fmt(s["first_nan_epoch"]),
                 key.strip("; "),
-                diagnosis_cell((diagnoses or {}).get(name)),
+                diagnosis_cell(s.get("diagnosis")),
             ]
         )
     return rows
@@ -79,7 +79,7 @@ def result_text(result: ScenarioResult, root: Path) -> str:
     warnings and the MLflow links."""
     lines = [f"wrote {path.relative_to(root)}" for path in result.outputs]
     lines.append("")
-    rows = table_rows(metrics_document(result), result.diagnoses)
+    rows = table_rows(metrics_document(result))
     lines.append(text_table(HEADER[:2] + HEADER[3:], [r[:2] + r[3:] for r in rows]))  # no descriptions
     for v in result.verdicts:
         s = v.summary
