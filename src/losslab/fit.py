@@ -77,6 +77,7 @@ def fit(
         lr=float(opt.lr),
         optimizer=opt._target_.rsplit(".", 1)[-1],
         plain_gd=opt._target_.endswith(".SGD") and not opt.get("momentum"),
+        weights={k: v.detach().cpu().numpy().copy() for k, v in net.params().items()},
     )
 
 

@@ -49,6 +49,9 @@ class FitRecords:
     lr: float = float("nan")
     optimizer: str = ""  # the optimizer's class name
     plain_gd: bool = False  # SGD without momentum: the 2/λ_max bound applies
+    # The trained weights, stacked [seeds, ...] by parameter name (numpy, CPU): the doctor
+    # reads dead units from them instead of training the seeds again.
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
 
     def seed_numbers(self, i: int) -> dict[str, float]:
         return {k: float(v[i]) for k, v in self.finals.items()}

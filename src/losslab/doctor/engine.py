@@ -80,27 +80,6 @@ def _helps(counterfactual: Problem, seeds: list[str]) -> bool:
     return sum(o == "converged" for o in after) > sum(o == "converged" for o in seeds)
 
 
-def _too_slow(p: Problem, curves: list[np.ndarray]) -> Finding | None:
-    """Still falling steadily over the last quarter: projected epochs to the criterion."""
-    falls = []
-    for c in curves:
-        q = max(2, len(c) // 4)
-        a, b = c[-q], c[-1]
-        if not (np.isfinite(a) and np.isfinite(b)) or b <= 0 or b >= a * 0.99:
-            return None
-        falls.append((b / a) ** (1 / (q - 1)))
-    rate = float(np.median(falls))  # loss multiplier per epoch
-    target = 0.05 * float(p.y.float().var(unbiased=False)) if p.y.is_floating_point() else 0.01
-    final = float(np.median([c[-1] for c in curves]))
-    more = math.log(target / final) / math.log(rate) if final > target else 0.0
-    return Finding(
-        "too_slow", {"loss_per_epoch_factor": rate, "projected_epochs": p.epochs + more},
-        1.0, 1 / rate,
-        f"the loss still falls ×{rate:.4f} per epoch at the end: about {p.epochs + more:.0f} epochs "
-        f"in all would reach the criterion (lr too small for these inputs, or the budget too short)",
-    )  # fmt: skip
-
-
 def _done(
     cause: str,
     confidence: str,
@@ -117,7 +96,9 @@ def _done(
     return Diagnosis(cause, confidence, ordered, best, seeds, attempts=tried)
 
 
-Baseline = tuple[list[str], list[np.ndarray]]  # per-seed outcomes and loss curves
+# The run as given, trained by the caller: per-seed outcomes, loss curves, and the trained
+# models (or None: rebuilt where a finding needs them).
+Baseline = tuple[list[str], list[np.ndarray], list[nn.Module] | None]
 
 
 def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -> Diagnosis:
@@ -149,7 +130,8 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
     if baseline is None:
         seeds, models, curves = _outcomes(p)
     else:
-        (seeds, curves), models = baseline, []
+        seeds, curves, trained = baseline
+        models = list(trained or [])
     if all(o == "converged" for o in seeds):
         # The loss is fine; a misused metric stays among the findings (a warning, not the cause).
         return _done("healthy", "high", findings, seeds, None)
@@ -161,7 +143,9 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
     scaled = ev.unscaled_inputs(p, sharpest, lam)
     flow = ev.gradient_flow(p, p.model(p.seeds[0]))
     findings += [flow] if flow else []
-    dead = ev.dead_relu(p, models or [train(p, seed).model for seed in p.seeds])
+    # The trained models, for dead units: rebuilt only for a ReLU Sequential (what it reads).
+    relu = isinstance(sharpest, nn.Sequential) and any(isinstance(m, nn.ReLU) for m in sharpest)
+    dead = ev.dead_relu(p, models or [train(p, seed).model for seed in p.seeds]) if relu else None
     findings += [f for f in (scaled, dead) if f]
     # Hidden units alive at init and dead after training: the updates killed them.
     killed = dead is not None and (
@@ -215,7 +199,7 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
         # small features learn at lr·λ_min); standardised inputs train in the same budget.
         cause, conf = "unscaled_inputs", "high" if not unstable else "medium"
         fixes = [standardise]
-    elif not killed and (slow := _too_slow(p, curves)) is not None:
+    elif not killed and (slow := ev.too_slow(p, curves)) is not None:
         findings.append(slow)
         cause, conf = "too_slow", "medium"
         more = int(min(10 * p.epochs, math.ceil(slow.evidence["projected_epochs"])))

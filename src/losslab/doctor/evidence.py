@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -138,9 +139,11 @@ def unscaled_inputs(p: Problem, model: nn.Module, lam: float) -> Finding | None:
     if not p.x.is_floating_point() or not math.isfinite(lam) or not p.y.is_floating_point():
         return None
     scale = float(input_stats(p.x)["abs_max"].max())
+    if scale <= 3.0:  # standardised data legitimately reaches ±3
+        return None
     lam_std = lambda_max(model, p.loss, standardised(p.x), p.y)
     drop = lam / lam_std if lam_std > 0 else math.inf
-    if drop < SCALE_DROP or scale <= 3.0:  # standardised data legitimately reaches ±3
+    if drop < SCALE_DROP:
         return None
     return Finding(
         "unscaled_inputs", {"input_abs_max": scale, "lambda_max": lam, "lambda_max_standardised": lam_std},
@@ -180,4 +183,25 @@ def dead_relu(p: Problem, models: list[nn.Module]) -> Finding | None:
         {"dead_hidden_share": share, "dead_hidden_share_at_init": at_init, "dead_head_share": head_share},
         DEAD_SHARE, max(share / DEAD_SHARE, 2 * head_share),
         f"{head}{share:.0%} of hidden ReLU units never fire after training ({at_init:.0%} at init)",
+    )  # fmt: skip
+
+
+def too_slow(p: Problem, curves: list[np.ndarray]) -> Finding | None:
+    """Still falling steadily over the last quarter: projected epochs to the criterion."""
+    falls = []
+    for c in curves:
+        q = max(2, len(c) // 4)
+        a, b = c[-q], c[-1]
+        if not (np.isfinite(a) and np.isfinite(b)) or b <= 0 or b >= a * 0.99:
+            return None
+        falls.append((b / a) ** (1 / (q - 1)))
+    rate = float(np.median(falls))  # loss multiplier per epoch
+    target = 0.05 * float(p.y.float().var(unbiased=False)) if p.y.is_floating_point() else 0.01
+    final = float(np.median([c[-1] for c in curves]))
+    more = math.log(target / final) / math.log(rate) if final > target else 0.0
+    return Finding(
+        "too_slow", {"loss_per_epoch_factor": rate, "projected_epochs": p.epochs + more},
+        1.0, 1 / rate,
+        f"the loss still falls ×{rate:.4f} per epoch at the end: about {p.epochs + more:.0f} epochs "
+        f"in all would reach the criterion (lr too small for these inputs, or the budget too short)",
     )  # fmt: skip

@@ -158,7 +158,23 @@ def diagnose_verdict(cfg: DictConfig, verdict: Verdict) -> Diagnosis:
     per-seed outcomes and curves (no repair: the scenario's variants are the repairs)."""
     labels = [o.label for o in verdict.outcomes]
     curves = list(verdict.records.curves["loss"])
-    return diagnose_config(cfg, repair=False, baseline=(labels, curves))
+    return diagnose_config(
+        cfg, repair=False, baseline=(labels, curves, _trained(cfg, verdict.records.weights))
+    )
+
+
+def _trained(cfg: DictConfig, weights: dict[str, np.ndarray]) -> list[nn.Module] | None:
+    """Each seed's trained model, rebuilt from the pipeline's weights (None if they do not fit)."""
+    factory = instantiate(cfg.model)
+    models = []
+    for i in range(len(cfg.seeds)):
+        model = factory()
+        try:
+            model.load_state_dict({k: torch.as_tensor(v[i]) for k, v in weights.items()})
+        except (RuntimeError, KeyError, IndexError):
+            return None
+        models.append(model)
+    return models or None
 
 
 def log_attempts(cfg: DictConfig, report: Diagnosis) -> int:
