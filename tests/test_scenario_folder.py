@@ -186,3 +186,11 @@ def test_the_examples_are_diagnosed_as_their_comments_say(tmp_path: Path, name: 
     assert report["cause"] == cause
     if cause == "lr_too_high":  # raw square feet: the inputs' scale is the rival, measured
         assert "unscaled_inputs" in [f["cause"] for f in report["findings"]]
+
+
+def test_the_doctor_can_be_left_out_of_a_run(tmp_path: Path) -> None:
+    d = folder(tmp_path)
+    r = run_cli(ROOT, "run", "--config-dir", str(d), "doctor.enabled=false")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((d / "metrics" / "mine.json").read_text())["variants"]["base"]
+    assert "diagnosis" not in metrics and not (d / "reports" / "mine.diagnosis.json").exists()

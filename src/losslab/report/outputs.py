@@ -18,13 +18,15 @@ def metrics_document(result: ScenarioResult) -> dict:
     and the `report` stage that reads it reruns."""
     variants = {}
     for v in result.verdicts:
+        variants[v.name] = dict(v.summary)
         d = result.diagnoses.get(v.name)
-        brief = {
-            "cause": d["cause"],
-            "confidence": d["confidence"],
-            "findings": [f["cause"] for f in d["findings"]],
-        }
-        variants[v.name] = {**v.summary, "diagnosis": brief} if d else v.summary
+        if d is not None:
+            causes = [f["cause"] for f in d["findings"]]
+            variants[v.name]["diagnosis"] = {
+                "cause": d["cause"],
+                "confidence": d["confidence"],
+                "findings": causes,
+            }
     return {"scenario": result.scenario, "variants": variants}
 
 

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from losslab.core.config import normalise, project_root
 from losslab.core.errors import LosslabError
 from losslab.core.plan import plan
+from losslab.doctor.scenario import diagnose_verdict
 from losslab.engine import build
 from losslab.pipeline import run as run_pipeline
 from losslab.report.tables import result_text
@@ -120,7 +121,9 @@ def _job(cfg: DictConfig) -> None:
     marker.unlink(missing_ok=True)
     try:
         root = project_root()
-        print(result_text(run_pipeline(plan(overrides, root)), root), flush=True)
+        checked = plan(overrides, root)
+        diagnose = diagnose_verdict if checked.base.doctor.enabled else None
+        print(result_text(run_pipeline(checked, diagnose=diagnose), root), flush=True)
     except LosslabError as e:
         # One line, like `losslab run`; the marker tells the launching process (which may
         # be on another machine than this job) that the sweep failed. The other jobs go on.
