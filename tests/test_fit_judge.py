@@ -36,6 +36,7 @@ def test_fit_then_judge_reproduces_the_committed_linear_broken_entry(prepared: P
     assert [s.min_diverging_n for s in records.stability][:1] == [17]
     verdict = judge(records, Expectations.of(cfg))
     committed = json.loads((ROOT / "metrics" / "linear.json").read_text())["variants"]["broken"]
+    assert committed.pop("diagnosis")["cause"] == "lr_too_high"  # the pipeline's doctor adds it
     assert _close(verdict.summary, committed)
     assert verdict.check.ok and [o.label for o in verdict.outcomes] == ["diverged"] * 5
 
