@@ -61,20 +61,21 @@ def update_ratio(p: Problem) -> float:
     return max(ratios) if ratios else math.nan
 
 
-def sharpest_seed(p: Problem) -> nn.Module:
-    """The initial model (over the seeds) with the largest λ_max: where a ReLU head starts
-    dead, the loss is flat at that seed's init and says nothing about the lr or the inputs."""
+def sharpest_seed(p: Problem) -> tuple[nn.Module, float]:
+    """The initial model (over the seeds) with the largest λ_max, and that λ_max (NaN for
+    class labels): where a ReLU head starts dead, the loss is flat at that seed's init and
+    says nothing about the lr or the inputs."""
     models = [p.model(s) for s in p.seeds]
-    if len(models) == 1 or not p.y.is_floating_point():
-        return models[0]
+    if not p.y.is_floating_point():
+        return models[0], math.nan
     lams = [lambda_max(m, p.loss, p.x, p.y) for m in models]
-    return models[max(range(len(models)), key=lambda i: lams[i] if math.isfinite(lams[i]) else -math.inf)]
+    i = max(range(len(models)), key=lambda i: lams[i] if math.isfinite(lams[i]) else -math.inf)
+    return models[i], lams[i]
 
 
-def curvature(p: Problem, model: nn.Module) -> Curvature:
-    """SGD (momentum μ): r = lr·λ_max/(2+2μ) at init. Any other optimizer (Adam, RMSprop,
-    ...): r = the first update's size relative to the weights / 3."""
-    lam = lambda_max(model, p.loss, p.x, p.y) if p.y.is_floating_point() else math.nan
+def curvature(p: Problem, model: nn.Module, lam: float) -> Curvature:
+    """SGD (momentum μ): r = lr·λ_max/(2+2μ) at init (`lam`: the model's λ_max). Any other
+    optimizer (Adam, RMSprop, ...): r = the first update's size relative to the weights / 3."""
     opt = p.optimizer(model)
     group, kind = opt.param_groups[0], type(opt).__name__
     lr = float(group["lr"])

@@ -136,12 +136,12 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
         # The loss is fine; a misused metric stays among the findings (a warning, not the cause).
         return _done("healthy", "high", findings, seeds, None)
 
-    sharpest = cv.sharpest_seed(p)  # a seed whose head is dead at init has no curvature at all
-    curv = cv.curvature(p, sharpest)
+    sharpest, lam = cv.sharpest_seed(p)  # a seed whose head is dead at init has no curvature
+    curv = cv.curvature(p, sharpest, lam)
     lam, lr, ratio, kind = curv.lam, curv.lr, curv.ratio, curv.kind
     unstable = sum(o in UNSTABLE for o in seeds) >= len(seeds) / 2
     scaled = ev.unscaled_inputs(p, sharpest, lam)
-    flow = ev.gradient_flow(p, p.model(p.seeds[0]))
+    flow = ev.gradient_flow(p, sharpest)
     findings += [flow] if flow else []
     # The trained models, for dead units: rebuilt only for a ReLU Sequential (what it reads).
     relu = isinstance(sharpest, nn.Sequential) and any(isinstance(m, nn.ReLU) for m in sharpest)
