@@ -11,7 +11,7 @@ Prints diagnosis/training (target <= 2) and repair/training (target <= 6). scrat
 broken original is a wrong hand-written gradient: decisive, with no config repair (its
 "repair" column is the second, identical diagnosis minus the first: ~0).
 
-    .venv/bin/python bench/doctor.py [--seeds 0,1,2,3,4]
+    .venv/bin/python bench/doctor.py [--seeds 0,1,2,3,4] [--scenarios linear,xor]
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ def _timed(fn, *args, **kwargs) -> tuple[float, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--scenarios", default="linear,xor,relu_head,scratch_backprop")
     args = ap.parse_args()
     quiet_lightning()
     head = ["scenario", "train s", "diagnose s", "repair s", "diag/train", "repair/train", "cause"]
     print("{:<16} {:>8} {:>10} {:>9} {:>10} {:>12}  {}".format(*head))
-    for scenario in ("linear", "xor", "relu_head", "scratch_backprop"):
+    for scenario in args.scenarios.split(","):
         cfg = compose([f"scenario={scenario}", "variant=broken", f"seeds=[{args.seeds}]"], ROOT)
         train, _ = _timed(fit, cfg)
         diag, report = _timed(diagnose_config, cfg, repair=False)

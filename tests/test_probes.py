@@ -94,11 +94,8 @@ def test_critical_lr_and_the_smallest_unstable_prefix() -> None:
             assert smallest_unstable_prefix(model, nn.MSELoss(), x, y, lr=lr, params=params) == want
 
 
-def test_lambda_max_agrees_with_the_full_hessian() -> None:
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
-    before = _snapshot(model)
-    x, y = torch.randn(16, 3), torch.randn(16, 1)
+def _hessian_spectrum(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Every eigenvalue of the MSE loss' full Hessian (float64), ascending: the reference."""
     names = [k for k, _ in model.named_parameters()]
     shapes = [p.shape for _, p in model.named_parameters()]
     flat0 = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
@@ -110,12 +107,32 @@ def test_lambda_max_agrees_with_the_full_hessian() -> None:
             i += shape.numel()
         return nn.functional.mse_loss(functional_call(model, parts, (x.double(),)), y.double())
 
-    hessian = torch.autograd.functional.hessian(loss_of_flat, flat0)
-    eig = torch.linalg.eigvalsh(hessian)
+    return torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of_flat, flat0))
+
+
+def test_lambda_max_agrees_with_the_full_hessian() -> None:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    before = _snapshot(model)
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+    eig = _hessian_spectrum(model, x, y)
     assert eig[-1] > 0 and abs(eig[0]) < eig[-1]  # the top is dominant: no shift involved
     lam = lambda_max(model, nn.MSELoss(), x, y)
     assert lam == pytest.approx(float(eig[-1]), rel=1e-6)
     assert _unchanged(model, before)
+
+
+def test_lambda_max_finds_the_top_of_a_plus_minus_pair() -> None:
+    # A ReLU net far from its targets: the cross terms between the layers times the large
+    # residual give the Hessian a ± pair of nearly equal size. Power iteration drifted
+    # between them and stopped at 12.4 here, where λ_max is 140.1; Lanczos must find the top.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 20), nn.ReLU(), nn.Linear(20, 1))  # 61 parameters: Lanczos
+    x = torch.linspace(-1.7, 1.7, 200)[:, None]
+    y = 30 * x**2 + 40
+    eig = _hessian_spectrum(model, x, y)
+    assert abs(eig[0]) > 0.5 * eig[-1]  # a near-tie in magnitude: the hard case
+    assert lambda_max(model, nn.MSELoss(), x, y) == pytest.approx(float(eig[-1]), rel=1e-6)
 
 
 def test_top_of_spectrum_when_the_dominant_eigenvalue_is_negative() -> None:

@@ -137,7 +137,7 @@ def normalise(overrides: list[str]) -> list[str]:
 
 def compose(overrides: list[str], root: Path | None = None, name: str = "config") -> DictConfig:
     """Compose conf/<name>.yaml with Hydra overrides; the run config (`config`) is validated."""
-    root = root or project_root()
+    root = Path(root).resolve() if root else project_root()  # Hydra wants absolute dirs
     overrides = normalise(list(overrides))
     _check_choices(root, overrides)
     *extra, primary = conf_dirs(root)

@@ -17,67 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from losslab.core.criteria import SCORE_MIN
-from losslab.core.outcome import classify
 from losslab.doctor import curvature as cv
 from losslab.doctor import evidence as ev
-from losslab.doctor.problem import Problem, as_tensors, train
+from losslab.doctor.problem import Problem, as_tensors, train_seeds
+from losslab.doctor.repair import REPAIR_RATE, UNSTABLE, attempts, helps, outcomes, standardise, verify
 from losslab.doctor.report import Diagnosis, Finding, Repair
-from losslab.probes import fit_score, task_of
-
-REPAIR_RATE = 0.8
-UNSTABLE = ("diverged", "rising", "oscillating")
-
-
-def _solved(p: Problem, model: nn.Module) -> bool:
-    """The default success criterion: R² ≥ 0.95 (regression) or accuracy ≥ 95% (classes)."""
-    with torch.no_grad():
-        out = model(p.x)
-    return float(fit_score(out[None], p.y, task_of(p.loss, p.y))[0]) >= SCORE_MIN
-
-
-def _outcomes(p: Problem) -> tuple[list[str], list[nn.Module], list[np.ndarray]]:
-    labels, models, curves = [], [], []
-    for seed in p.seeds:
-        t = train(p, seed)
-        solved = p.solved(p, t.model, t.losses) if p.solved else _solved(p, t.model)
-        labels.append(classify(t.losses, -math.inf, 0.5, solved).label)
-        models.append(t.model)
-        curves.append(t.losses)
-    return labels, models, curves
-
-
-def _verify(p: Problem, changes: dict, text: str) -> Repair:
-    labels, _, _ = _outcomes(p)
-    return Repair(changes, sum(o == "converged" for o in labels) / len(labels), labels, text)
-
-
-def _attempts(candidates: list[tuple[Problem, dict, str]]) -> list[Repair]:
-    """Each candidate verified over the seeds, in order, until one works in ≥ 80% of them."""
-    tried: list[Repair] = []
-    for p, changes, text in candidates:
-        tried.append(_verify(p, changes, text))
-        if tried[-1].success_rate >= REPAIR_RATE:
-            break
-    return tried
-
-
-def _standardise(p: Problem, curv: cv.Curvature, scaled: Finding | None) -> tuple[Problem, dict, str]:
-    """Standardised inputs; for SGD also the lr at the same place under the new, lower bound
-    (the run's own fraction of it, at most half): the old lr would crawl on a flat loss."""
-    std = p.but(x=ev.standardised(p.x))
-    lam_std = scaled.evidence["lambda_max_standardised"] if scaled else math.nan
-    if curv.kind != "SGD" or curv.ratio is None or not lam_std > 0:
-        return std, {"standardise_inputs": True}, "standardise the inputs"
-    new = min(curv.ratio, 0.5) * curv.lr / curv.ratio * curv.lam / lam_std
-    changes = {"standardise_inputs": True, "lr": new}
-    return std.but(lr_scale=p.lr_scale * new / curv.lr), changes, f"standardise the inputs, lr {new:.3g}"
-
-
-def _helps(counterfactual: Problem, seeds: list[str]) -> bool:
-    """Does the changed problem converge in more seeds than the run as given?"""
-    after = _outcomes(counterfactual)[0]
-    return sum(o == "converged" for o in after) > sum(o == "converged" for o in seeds)
 
 
 def _done(
@@ -111,24 +55,24 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
         fix = (p.but(x=p.x[keep], y=p.y[keep]), {"drop_nonfinite_rows": True}, "drop the rows with NaN/inf")
         # A NaN that reaches the loss makes every weight NaN: no need to train to know.
         seeds = baseline[0] if baseline else ["diverged"] * len(p.seeds)
-        return _done("nonfinite_data", "high", [found], seeds, [_verify(*fix)] if repair else None)
+        return _done("nonfinite_data", "high", [found], seeds, [verify(*fix)] if repair else None)
     model = p.model(p.seeds[0])
     found = ev.shape_broadcast(p, model)
     if found:
         with torch.no_grad():
             shape = (-1, *model(p.x[:1]).shape[1:])
         fix = (p.but(y=p.y.reshape(shape)), {"targets_shape": list(shape)}, f"reshape the targets to {shape}")
-        seeds = baseline[0] if baseline else _outcomes(p)[0]
-        return _done("shape_broadcast", "high", [found], seeds, [_verify(*fix)] if repair else None)
+        seeds = baseline[0] if baseline else outcomes(p)[0]
+        return _done("shape_broadcast", "high", [found], seeds, [verify(*fix)] if repair else None)
     found = ev.head_mismatch(p, model)
     if found:
         fix = (p.but(head=nn.Identity()), {"head": "linear"}, "drop the output activation (a linear head)")
-        seeds = baseline[0] if baseline else _outcomes(p)[0]
-        return _done("head_range_mismatch", "high", [found], seeds, [_verify(*fix)] if repair else None)
+        seeds = baseline[0] if baseline else outcomes(p)[0]
+        return _done("head_range_mismatch", "high", [found], seeds, [verify(*fix)] if repair else None)
     findings = [f for f in [ev.misused_metric(p)] if f]
 
     if baseline is None:
-        seeds, models, curves = _outcomes(p)
+        seeds, models, curves = outcomes(p)
     else:
         seeds, curves, trained = baseline
         models = list(trained or [])
@@ -145,7 +89,7 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
     findings += [flow] if flow else []
     # The trained models, for dead units: rebuilt only for a ReLU Sequential (what it reads).
     relu = isinstance(sharpest, nn.Sequential) and any(isinstance(m, nn.ReLU) for m in sharpest)
-    dead = ev.dead_relu(p, models or [train(p, seed).model for seed in p.seeds]) if relu else None
+    dead = ev.dead_relu(p, models or [t.model for t in train_seeds(p)]) if relu else None
     findings += [f for f in (scaled, dead) if f]
     # Hidden units alive at init and dead after training: the updates killed them.
     killed = dead is not None and (
@@ -154,7 +98,7 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
     )
     found = curv.finding()
     findings += [found] if found else []
-    lr_cf = _outcomes(p.but(lr_scale=p.lr_scale * 0.1))[0] if unstable or killed else []
+    lr_cf = outcomes(p.but(lr_scale=p.lr_scale * 0.1))[0] if unstable or killed else []
     lr_helps = bool(lr_cf) and (
         sum(o in UNSTABLE for o in lr_cf) < sum(o in UNSTABLE for o in seeds)
         or sum(o == "converged" for o in lr_cf) > sum(o == "converged" for o in seeds)
@@ -168,7 +112,7 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
             "(no curvature bound for this optimizer yet: the counterfactual alone, hence medium confidence)",
         ))  # fmt: skip
 
-    standardise = _standardise(p, curv, scaled)
+    std_fix = standardise(p, curv, scaled)
     head_dead = dead is not None and dead.evidence["dead_head_share"] >= 0.5
     flows = flow.cause if flow else None
     if flows == "vanishing_gradients" and not unstable:
@@ -181,7 +125,11 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
         fixes = [(p.but(rebuild="fan_in"), {"init": "glorot"}, "a fan-in-scaled (Glorot) init")]
     elif head_dead and not unstable:
         cause, conf = "dead_relu", "high"
-        fixes = [(p.but(head=nn.Identity()), {"head": "linear"}, "drop the output ReLU (a linear head)")]
+        linear = "drop the output ReLU (a linear head)"
+        fixes = [(p.but(head=nn.Identity()), {"head": "linear"}, linear)]
+        if scaled:  # a live head on unscaled inputs meets the sharp loss the ReLU hid
+            q, changes, text = std_fix
+            fixes.append((q.but(head=nn.Identity()), {"head": "linear", **changes}, f"{linear}, {text}"))
     elif (unstable or killed) and ((ratio is not None and ratio > 1) or lr_helps):
         cause, conf = "lr_too_high", "high" if (ratio or 0) > 1 and lr_helps else "medium"
         scales = [1 / (ratio * 2)] if ratio and ratio > 1 else []
@@ -189,16 +137,16 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
             (p.but(lr_scale=p.lr_scale * s), {"lr": lr * s}, f"lr {lr * s:.3g} instead of {lr:.3g}")
             for s in scales
         ]
-        fixes += [standardise] if scaled else []  # at the bound, badly scaled inputs train slowly
+        fixes += [std_fix] if scaled else []  # at the bound, badly scaled inputs train slowly
         fixes += [
             (p.but(lr_scale=p.lr_scale * s), {"lr": lr * s}, f"lr {lr * s:.3g} instead of {lr:.3g}")
             for s in (0.1, 0.01)
         ]
-    elif scaled and (unstable or _helps(standardise[0], seeds)):
+    elif scaled and (unstable or helps(std_fix[0], seeds)):
         # Within the lr bound, yet failing: the scale makes the loss ill-conditioned (the
         # small features learn at lr·λ_min); standardised inputs train in the same budget.
         cause, conf = "unscaled_inputs", "high" if not unstable else "medium"
-        fixes = [standardise]
+        fixes = [std_fix]
     elif not killed and (slow := ev.too_slow(p, curves)) is not None:
         findings.append(slow)
         cause, conf = "too_slow", "medium"
@@ -211,7 +159,7 @@ def examine(p: Problem, repair: bool = True, baseline: Baseline | None = None) -
     else:  # it failed, and nothing measured explains it: never call a failing run healthy
         cause, conf, fixes = ("lr_too_high" if unstable else "too_slow"), "low", []
 
-    return _done(cause, conf, findings, seeds, _attempts(fixes) if repair else None)
+    return _done(cause, conf, findings, seeds, attempts(fixes) if repair else None)
 
 
 def diagnose(

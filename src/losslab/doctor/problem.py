@@ -5,6 +5,12 @@ the doctor can rerun it with one thing changed: a smaller learning rate, standar
 inputs, reshaped targets, a linear head. The loop is what a user's own would be: shuffled
 mini-batches (or the full batch), zero_grad, backward, step; the epoch's loss is the mean
 over its batches. It stops at the first non-finite loss, which then stands for the rest.
+
+`train_seeds` trains every seed at once where it can: the seeds' models stacked with
+torch.func and run as one vmapped program, the user's own optimizer class stepping the
+stacked tensors (an element-wise rule such as SGD or Adam updates each seed's slice exactly
+as it would alone). A model vmap cannot run (dropout, batch-norm statistics, `.item()`) or
+another optimizer falls back to the loop, seed after seed.
 """
 
 from __future__ import annotations
@@ -17,8 +23,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
 
 from losslab.core.errors import LosslabError
+
+# Optimizers whose update of a tensor is element-wise: stepping the stacked seeds is
+# stepping each seed alone (LBFGS and anything unknown take the loop).
+ELEMENTWISE = (
+    torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad,
+    torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adadelta,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,81 @@ class Trained:
     optimizer: torch.optim.Optimizer | None = None
 
 
+def _order(problem: Problem, seed: int, epoch: int) -> torch.Tensor:
+    n = len(problem.x)
+    if problem.shuffle:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return torch.arange(n)
+
+
+def _scalar(value: object) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.ndim != 0:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise LosslabError(f"loss(output, target) must return a scalar tensor, got {shape}")
+    return value
+
+
+def train_seeds(problem: Problem) -> list[Trained]:
+    """Every seed trained over every epoch: as one stacked program where that is exact, else
+    seed after seed (`train`)."""
+    models = [problem.model(seed) for seed in problem.seeds]
+    if not isinstance(problem.optimizer(models[0]), ELEMENTWISE) or len(models) < 2:
+        return [train(problem, seed) for seed in problem.seeds]
+    try:
+        return _stacked(problem, models)
+    except (RuntimeError, NotImplementedError):  # vmap cannot run this model: the loop can
+        return [train(problem, seed) for seed in problem.seeds]
+
+
+def _stacked(problem: Problem, models: list[nn.Module]) -> list[Trained]:
+    """The loop of `train` for every seed at once; a seed's loss stops at its first
+    non-finite epoch, and its model is the one of that moment (as `train` leaves it)."""
+    params, buffers = stack_module_state(models)
+    params = {k: v.detach().requires_grad_() for k, v in params.items()}
+    template = models[0]
+    opt = problem.make_optimizer(params.values())
+    for g in opt.param_groups:
+        g["lr"] = g["lr"] * problem.lr_scale
+
+    def one(p: dict, b: dict, xi: torch.Tensor) -> torch.Tensor:
+        return functional_call(template, (p, b), (xi,))
+
+    x, y, k, n = problem.x, problem.y, len(models), len(problem.x)
+    bs = problem.batch_size or n
+    losses = np.full((k, problem.epochs), np.nan)
+    final: list[dict | None] = [None] * k
+    for epoch in range(problem.epochs):
+        order = torch.stack([_order(problem, seed, epoch) for seed in problem.seeds])
+        total = torch.zeros(k)
+        for start in range(0, n, bs):
+            idx = order[:, start : start + bs]
+            opt.zero_grad()
+            out = vmap(one, randomness="error")(params, buffers, x[idx])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the doctor reports a broadcasting loss itself
+                per_seed = torch.stack([_scalar(problem.loss(out[i], y[idx[i]])) for i in range(k)])
+            per_seed.sum().backward()  # each seed's slice gets exactly its own gradient
+            opt.step()
+            total += per_seed.detach()
+        epoch_loss = (total / math.ceil(n / bs)).numpy()
+        for i in range(k):
+            if final[i] is None:
+                losses[i, epoch] = epoch_loss[i]
+                if not math.isfinite(epoch_loss[i]):
+                    losses[i, epoch:] = epoch_loss[i]
+                    final[i] = {name: v[i].detach().clone() for name, v in params.items()}
+        if all(f is not None for f in final):
+            break
+    trained = []
+    for i, (seed, model) in enumerate(zip(problem.seeds, models, strict=True)):
+        state = final[i] or {name: v[i].detach() for name, v in params.items()}
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(state[name])
+        trained.append(Trained(seed, losses[i], model))
+    return trained
+
+
 def train(problem: Problem, seed: int, max_steps: int | None = None) -> Trained:
     """The plain loop over every epoch (or only its first `max_steps` updates)."""
     model = problem.model(seed)
@@ -116,20 +205,14 @@ def train(problem: Problem, seed: int, max_steps: int | None = None) -> Trained:
     losses = np.full(problem.epochs, np.nan)
     steps = 0
     for epoch in range(problem.epochs):
-        if problem.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        else:
-            order = torch.arange(n)
+        order = _order(problem, seed, epoch)
         total = 0.0
         for start in range(0, n, bs):
             idx = order[start : start + bs]
             opt.zero_grad()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the doctor reports a broadcasting loss itself
-                value = problem.loss(model(x[idx]), y[idx])
-            if not isinstance(value, torch.Tensor) or value.ndim != 0:
-                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                raise LosslabError(f"loss(output, target) must return a scalar tensor, got {shape}")
+                value = _scalar(problem.loss(model(x[idx]), y[idx]))
             value.backward()
             opt.step()
             total += float(value.detach())

@@ -6,17 +6,20 @@ is below -1 the loss grows geometrically. So "my loss goes up" is often just a l
 above 2/λ_max, and λ_max grows with the data (e.g. with the mean of x² for a linear model),
 which is why adding points can make a run that used to converge diverge.
 
-λ_max comes from power iteration on Hessian-vector products (reverse-over-reverse), in
-float64 so that the bound is not blurred by rounding. For a quadratic loss
+λ_max comes from Hessian-vector products (reverse-over-reverse) in float64, so that the
+bound is not blurred by rounding: the whole Hessian for a handful of parameters, Lanczos
+(scipy's eigsh) beyond. For a quadratic loss
 (a linear model with MSE) the Hessian is the same everywhere and the bound is exact.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import nn
 from torch.func import functional_call
 
@@ -46,39 +49,63 @@ def _dot(a: Params, b: Params) -> torch.Tensor:
     return sum((a[k] * b[k]).sum() for k in a)
 
 
-def _power(
-    f: Callable[[Params], torch.Tensor],
-    params: Params,
-    shift: float,
-    iters: int,
-    tol: float,
-    scale: Params | None = None,
+DENSE = 32  # up to this many parameters the Hessian is built whole (one HVP per column)
+
+
+class _NonFinite(Exception):
+    """An HVP came back inf/NaN (diverged weights): there is no curvature to report."""
+
+
+def _top(
+    f: Callable[[Params], torch.Tensor], params: Params, iters: int, tol: float, scale: Params | None
 ) -> float:
-    """Dominant eigenvalue of (D·H·D - shift·I) by power iteration, plus the shift; D is the
-    diagonal `scale` (identity if None)."""
-    gen = torch.Generator().manual_seed(0)
-    # Drawn on the CPU (the same start on every device), then moved to the parameters' device.
-    v = {k: torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for k, p in params.items()}
-    norm = _dot(v, v).sqrt()
-    v = {k: t / norm for k, t in v.items()}
-    lam = 0.0
-    for _ in range(iters):
-        if scale is None:
-            hv = hvp(f, params, v)
-        else:
-            hv = hvp(f, params, {k: t * scale[k] for k, t in v.items()})
+    """The largest algebraic eigenvalue of D·H·D (D the diagonal `scale`, identity if None).
+
+    Small models: the whole matrix from one HVP per unit vector, then eigvalsh (exact).
+    Larger ones: Lanczos (scipy's ARPACK eigsh, `which="LA"`) on the HVP as a linear
+    operator. Plain power iteration finds the eigenvalue of largest *magnitude*, and a
+    network's Hessian at init often has a ± pair of nearly equal size (the cross terms of
+    consecutive layers times the residual): power iteration then drifts between them for
+    hundreds of steps and stops nowhere near either (95.7 where λ_max is 1251.7 on
+    relu_head's standardised inputs); Lanczos finds the top in ~20 products.
+    """
+    keys = list(params)
+    shapes = [params[k].shape for k in keys]
+    sizes = [params[k].numel() for k in keys]
+    n = sum(sizes)
+    if n == 0:
+        return 0.0
+
+    def matvec(vec: np.ndarray) -> np.ndarray:
+        flat = torch.from_numpy(np.ascontiguousarray(vec, dtype=np.float64).ravel()).to(
+            next(iter(params.values())).device
+        )
+        v = {k: c.reshape(s) for k, c, s in zip(keys, torch.split(flat, sizes), shapes, strict=True)}
+        if scale is not None:
+            v = {k: t * scale[k] for k, t in v.items()}
+        hv = hvp(f, params, v)
+        if scale is not None:
             hv = {k: t * scale[k] for k, t in hv.items()}
-        hv = {k: hv[k] - shift * v[k] for k in hv}
-        new = float(_dot(v, hv))
-        norm = _dot(hv, hv).sqrt()
-        if not torch.isfinite(norm) or norm == 0:
-            return new + shift
-        v = {k: t / norm for k, t in hv.items()}
-        if abs(new - lam) <= tol * max(1.0, abs(new)):
-            lam = new
-            break
-        lam = new
-    return lam + shift
+        out = torch.cat([hv[k].reshape(-1) for k in keys]).cpu().numpy()
+        if not np.isfinite(out).all():
+            raise _NonFinite
+        return out
+
+    try:
+        if n <= DENSE:
+            h = np.stack([matvec(col) for col in np.eye(n)], axis=1)
+            return float(np.linalg.eigvalsh((h + h.T) / 2)[-1])
+        op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+        v0 = np.random.default_rng(0).standard_normal(n)  # the same start on every machine
+        if not matvec(v0).any():  # a flat loss (a dead head): H = 0, which ARPACK refuses
+            return 0.0
+        try:
+            top = eigsh(op, k=1, which="LA", v0=v0, tol=tol, maxiter=iters, return_eigenvectors=False)
+            return float(top[0])
+        except ArpackNoConvergence as e:  # the best estimate so far, if there is one
+            return float(e.eigenvalues[0]) if len(e.eigenvalues) else math.nan
+    except _NonFinite:
+        return math.nan
 
 
 def _own_params(model: nn.Module) -> Params:
@@ -113,10 +140,7 @@ def lambda_max(
         return loss_fn(functional_call(model, p, (x64,)), y64)
 
     d64 = None if precondition is None else {k: v.detach().to(torch.float64) for k, v in precondition.items()}
-    top = _power(f, p64, 0.0, iters, tol, d64)
-    if top < 0:  # dominant by magnitude is negative: shift to find the top of the spectrum
-        top = _power(f, p64, top, iters, tol, d64)
-    return top
+    return _top(f, p64, iters, tol, d64)
 
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer, model: nn.Module, floor: float = 1e-2) -> Params:
@@ -154,7 +178,7 @@ def lambda_max_stacked(
 ) -> np.ndarray:
     """λ_max per replica of parameters stacked along a leading dimension: float64 [replicas].
 
-    Replicas are done one after the other (each is its own power iteration, with its own
+    Replicas are done one after the other (each its own eigen-solve, with its own
     convergence), on `model` as an architecture only: it may live on the meta device.
     """
     n = len(next(iter(stacked.values())))
