@@ -8,7 +8,7 @@ them; a test or the doctor just reads them).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -36,13 +36,17 @@ from losslab.recorders import HealthRecorder
 
 
 def fit(
-    cfg: DictConfig, dm: TableDataModule | None = None, warn: Callable[[str], None] | None = None
+    cfg: DictConfig,
+    dm: TableDataModule | None = None,
+    warn: Callable[[str], None] | None = None,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> FitRecords:
     """Train every seed of the variant `cfg` describes, as one ensemble.
 
     `dm`: a datamodule already set up (the pipeline builds them all before tracking);
     `warn`: called with each pre-fit finding (a broadcasting loss, a misused metric) before
-    training starts, so it can be said loudly while the fit runs.
+    training starts, so it can be said loudly while the fit runs; `callbacks`: more
+    Lightning callbacks for the Trainer (a progress bar), which record nothing.
     """
     dm = dm or build.datamodule(cfg)
     dm.setup()
@@ -57,7 +61,7 @@ def fit(
     stability = _stability(cfg, net, module.loss_fn, dm)
     extra = (instantiate(c) for c in (cfg.scenario.get("callbacks") or {}).values())
     recorders = [HealthRecorder(), *extra]
-    build.trainer(cfg, recorders).fit(module, datamodule=dm)
+    build.trainer(cfg, [*recorders, *callbacks]).fit(module, datamodule=dm)
 
     criterion = Criterion.of(cfg)
     finals = {

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from losslab.core.checks import epochs
 from losslab.core.criteria import Expectations
 from losslab.core.errors import Interrupted, LosslabError
 from losslab.core.files import atomic_write, diagnosis_path, output_paths
@@ -23,6 +24,7 @@ from losslab.core.plan import Plan
 from losslab.core.results import ScenarioResult, Verdict
 from losslab.engine import build
 from losslab.engine.datamodule import TableDataModule
+from losslab.engine.progress import Progress
 from losslab.engine.runtime import prepare_process
 from losslab.fit import fit
 from losslab.judge import judge
@@ -43,6 +45,7 @@ def run(
     tracker: TrackerProcess | None = None,
     figures: FigurePool | None = None,
     diagnose: Diagnose | None = None,
+    progress: Progress | None = None,
 ) -> ScenarioResult:
     """Every planned variant over its seeds; the scenario's DVC outputs when it ran them all.
 
@@ -53,7 +56,11 @@ def run(
     `tracker` and `figures` may be started by the caller before it imports this module, so
     that MLflow and matplotlib load in their processes while torch loads in this one; this
     function owns them from here on and closes them whatever happens.
+
+    `progress`: a bar per variant on a terminal, a line per finished variant on stderr
+    (default); `Progress(quiet=True)` says nothing.
     """
+    progress = progress or Progress()
     tracker = tracker or TrackerProcess.open(plan.base)
     figures = figures or FigurePool()
     try:
@@ -67,10 +74,12 @@ def run(
         result = ScenarioResult(plan.scenario, experiment_id=experiment, ui_command=tracker.ui_command())
         pending: list[tuple[str, Future[bytes]]] = []
         for cfg, dm in zip(plan.configs, modules, strict=True):
-            verdict = _variant(cfg, dm, tracker, experiment)
+            label = f"{plan.scenario}/{cfg.variant.name}"
+            verdict = _variant(cfg, dm, tracker, experiment, progress.start(label, epochs(cfg)))
             result.verdicts.append(verdict)
             if diagnose is not None:
                 result.diagnoses[verdict.name] = _diagnosis(diagnose, cfg, verdict, tracker)
+            progress.done(label, _said(verdict, result.diagnoses.get(verdict.name)))
             title = f"{plan.scenario} / {verdict.name}"
             pending.append((verdict.name, figures.submit("variant_png", series(verdict), title)))
             pending = _finish(tracker, pending, wait=False)
@@ -91,7 +100,20 @@ def run(
     return result
 
 
-def _variant(cfg: DictConfig, dm: TableDataModule, tracker: TrackerProcess, experiment: str) -> Verdict:
+def _said(verdict: Verdict, diagnosis: dict | None) -> str:
+    """A finished variant in one line: its outcomes against the expectation, the diagnosis."""
+    c = verdict.check
+    text = f"{c.observed} (expected {verdict.expectations.expected}: {'PASS' if c.ok else 'FAIL'})"
+    return text + (f", diagnosed {diagnosis['cause']}" if diagnosis else "")
+
+
+def _variant(
+    cfg: DictConfig,
+    dm: TableDataModule,
+    tracker: TrackerProcess,
+    experiment: str,
+    callbacks: list,
+) -> Verdict:
     """Fit and judge one variant; its runs exist (RUNNING) from before the fit."""
     exp = Expectations.of(cfg)
     tracker.start(exp.name, experiment, exp.name, run_tags(cfg, exp), list(cfg.seeds))
@@ -100,7 +122,7 @@ def _variant(cfg: DictConfig, dm: TableDataModule, tracker: TrackerProcess, expe
         print(f"losslab: WARNING [{exp.scenario}/{exp.name}]: {text}", file=sys.stderr, flush=True)
 
     try:
-        records = fit(cfg, dm, warn=warn)
+        records = fit(cfg, dm, warn=warn, callbacks=callbacks)
     except Exception as e:  # a config that composes but cannot train (shapes, dtypes, …)
         tracker.end(exp.name, "FAILED")
         lines = str(e).strip().splitlines()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from losslab.core.catalogue import Entry
+from losslab.core.criteria import Check
 from losslab.core.results import ScenarioResult
 from losslab.report.outputs import metrics_document
 
@@ -100,3 +102,18 @@ def result_text(result: ScenarioResult, root: Path) -> str:
     lines.append(f"\nMLflow UI: {result.ui_command}")
     lines.append(f"compare {result.scenario} runs: {result.compare_url}")
     return "\n".join(lines)
+
+
+def checks_text(checks: list[Check]) -> str:
+    """What `losslab verify` prints: one row per variant expectation, then the count."""
+    rows = [[c.scenario, c.variant, c.expected, c.observed, ("FAIL", "PASS")[c.ok], c.why] for c in checks]
+    table = text_table(["scenario", "variant", "expected", "observed", "verdict", "why"], rows)
+    failed = sum(not c.ok for c in checks)
+    return f"{table}\n\n{len(checks) - failed} passed, {failed} failed"
+
+
+def catalogue_text(entries: list[Entry]) -> str:
+    """What `losslab list` prints: every variant, its role, expectation and description."""
+    rows = [[e.scenario, e.variant, e.role, f"{e.expected} ≥ {e.min_rate:.0%}", e.description]
+            for e in entries]  # fmt: skip
+    return text_table(["scenario", "variant", "role", "expected", "description"], rows)

@@ -6,6 +6,7 @@
     losslab doctor scenario=linear variant=broken [--repair] [--json PATH]
     losslab doctor --config-dir ./my_runs scenario=mine     (a user's scenario folder)
     losslab verify [linear ...]
+    losslab list [--config-dir DIR]                          (scenarios and their variants)
     losslab report
     losslab ui
     losslab server [mlflow_server=postgres_s3] [--print]
@@ -20,116 +21,21 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import traceback
-from pathlib import Path
 from types import FrameType
 
-from losslab.core.config import compose, locate
-from losslab.core.data import check_data, prepare
+from losslab.cli.commands import (
+    cmd_doctor,
+    cmd_list,
+    cmd_prepare,
+    cmd_report,
+    cmd_run,
+    cmd_server,
+    cmd_ui,
+    cmd_verify,
+)
 from losslab.core.errors import Interrupted, LosslabError
-from losslab.core.knobs import knob_overrides, read_params, scenarios
-from losslab.core.plan import plan
-from losslab.report.render import FigurePool
-from losslab.report.tables import result_text, text_table
-from losslab.server import serve
-from losslab.tracking.uri import resolve_uri
-from losslab.tracking.writer import TrackerProcess
-from losslab.verify import check_scenario
-
-# --- commands ---------------------------------------------------------------------------
-
-
-def _where(args: argparse.Namespace) -> tuple[Path, list[str]]:
-    return locate(args.config_dir, list(getattr(args, "overrides", [])))
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    root, overrides = _where(args)
-    for path in prepare(compose(overrides, root)):
-        print(f"wrote {path}")
-    return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    root, given = _where(args)
-    overrides = knob_overrides(read_params(args.params)) + given
-    if args.multirun:
-        if args.config_dir:
-            raise LosslabError(
-                "--config-dir does not combine with -m yet: run each variant, or copy the folder into conf/"
-            )
-        # Deferred like the pipeline below: Hydra's launchers, torch and Lightning (~6 s).
-        from losslab.sweeps import multirun
-
-        return multirun(overrides)
-    checked = plan(overrides, root)  # bad input is answered here, before the heavy imports
-    # The tracking writer and the figure worker start first: MLflow and matplotlib load in
-    # their processes while torch and Lightning load in this one.
-    tracker, figures = TrackerProcess.open(checked.base), FigurePool()
-    try:
-        # Deferred: torch and Lightning cost ~6 s to import, and every other command (and
-        # every bad input above) is answered without them.
-        from losslab.doctor.scenario import diagnose_verdict  # the doctor reads each verdict
-        from losslab.pipeline import run  # (the same)
-    except BaseException:
-        tracker.abort()
-        figures.close(cancel=True)
-        raise
-    diagnose = diagnose_verdict if checked.base.doctor.enabled else None
-    print(result_text(run(checked, tracker, figures, diagnose), checked.root), flush=True)
-    return 0
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
-    root, overrides = _where(args)
-    cfg = compose(overrides, root)
-    check_data(cfg, nonfinite="keep")  # a bad override or data file: one line, before torch loads
-    # Deferred: the doctor trains with torch (~2 s to import); bad input is answered above.
-    from losslab.doctor.command import consult
-
-    consult(cfg, args.repair, args.json, args.write_variant)
-    return 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    root, _ = _where(args)
-    checks = [
-        c for name in scenarios(root, list(args.scenarios), args.params) for c in check_scenario(root, name)
-    ]
-    rows = [
-        [c.scenario, c.variant, c.expected, c.observed, "PASS" if c.ok else "FAIL", c.why] for c in checks
-    ]
-    print(text_table(["scenario", "variant", "expected", "observed", "verdict", "why"], rows))
-    failed = [c for c in checks if not c.ok]
-    print(f"\n{len(checks) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed else 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    # Deferred: matplotlib (~0.8 s) is needed by this command only.
-    from losslab.report.summary import write_summary
-
-    root, _ = _where(args)
-    path = write_summary(root, scenarios(root, list(args.scenarios), args.params))
-    print(f"wrote {path.relative_to(root)}")
-    return 0
-
-
-def cmd_ui(args: argparse.Namespace) -> int:
-    uri = resolve_uri(compose([]))
-    if not uri.startswith("sqlite:"):
-        print(f"runs are on {uri}: open its UI there")
-        return 0
-    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    print(" ".join(cmd), flush=True)
-    return subprocess.call(cmd)
-
-
-def cmd_server(args: argparse.Namespace) -> int:
-    return serve(args.overrides, dry_run=args.print)
-
 
 # --- wiring -----------------------------------------------------------------------------
 
@@ -162,7 +68,13 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--params", help="params.yaml whose knobs (seeds, epochs_scale, accelerator) apply")
     sweep = "Hydra multirun: sweep comma lists (variant=broken,adam) on the configured launcher"
     sp.add_argument("-m", "--multirun", action="store_true", help=sweep)
+    quiet = "no progress on stderr (a bar per variant on a terminal, else a line per finished variant)"
+    sp.add_argument("-q", "--quiet", action="store_true", help=quiet)
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("list", help="the scenarios and their variants: role, expectation, description")
+    sp.add_argument("scenarios", nargs="*", help="default: every scenario (of --config-dir, if given)")
+    sp.set_defaults(func=cmd_list)
 
     sp = sub.add_parser("doctor", help="name the cause of a variant's rising loss, with its evidence")
     sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scenario=linear variant=broken")
@@ -172,15 +84,14 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--write-variant", metavar="NAME", help=write)
     sp.set_defaults(func=cmd_doctor)
 
-    sp = sub.add_parser("verify", help="check the latest results against each variant's expectation")
-    sp.add_argument("scenarios", nargs="*", help="default: the scenarios listed in params.yaml")
-    sp.add_argument("--params", help="params file listing `scenarios` (default: params.yaml)")
-    sp.set_defaults(func=cmd_verify)
-
-    sp = sub.add_parser("report", help="write reports/summary.md from metrics/*.json")
-    sp.add_argument("scenarios", nargs="*", help="default: the scenarios listed in params.yaml")
-    sp.add_argument("--params", help="params file listing `scenarios` (default: params.yaml)")
-    sp.set_defaults(func=cmd_report)
+    for name, func, text in (
+        ("verify", cmd_verify, "check the latest results against each variant's expectation"),
+        ("report", cmd_report, "write reports/summary.md from metrics/*.json"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("scenarios", nargs="*", help="default: the scenarios listed in params.yaml")
+        sp.add_argument("--params", help="params file listing `scenarios` (default: params.yaml)")
+        sp.set_defaults(func=func)
 
     sp = sub.add_parser("server", help="start the MLflow tracking server described by conf/mlflow_server/")
     sp.add_argument("overrides", nargs="*", help="e.g. mlflow_server=postgres_s3 mlflow_server.port=5001")
@@ -191,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=5000)
     sp.set_defaults(func=cmd_ui)
-    for name in ("prepare", "run", "doctor", "verify", "report"):
+    for name in ("prepare", "run", "list", "doctor", "verify", "report"):
         sub.choices[name].add_argument("--config-dir", metavar="DIR", help=CONFIG_DIR)
     return p
 
@@ -202,8 +113,9 @@ def _flags_first(argv: list[str]) -> list[str]:
     if "run" not in argv:
         return argv
     i = argv.index("run") + 1
-    flags = [a for a in argv[i:] if a in ("-m", "--multirun")]
-    return argv[:i] + flags + [a for a in argv[i:] if a not in ("-m", "--multirun")]
+    own = ("-m", "--multirun", "-q", "--quiet")
+    flags = [a for a in argv[i:] if a in own]
+    return argv[:i] + flags + [a for a in argv[i:] if a not in own]
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:

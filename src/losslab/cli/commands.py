@@ -1,0 +1,117 @@
+"""The bodies of `losslab`'s commands: parse nothing, call one function, print.
+
+Each takes the parsed arguments and returns the exit code; errors propagate to `main`
+(in `losslab.cli`), which maps them to one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+
+from losslab.core.catalogue import catalogue
+from losslab.core.config import compose, locate
+from losslab.core.data import check_data, prepare
+from losslab.core.errors import LosslabError
+from losslab.core.knobs import knob_overrides, read_params, scenarios
+from losslab.core.plan import plan
+from losslab.report.render import FigurePool
+from losslab.report.tables import catalogue_text, checks_text, result_text
+from losslab.server import serve
+from losslab.tracking.uri import resolve_uri
+from losslab.tracking.writer import TrackerProcess
+from losslab.verify import check_scenario
+
+
+def _where(args: argparse.Namespace) -> tuple[Path, list[str]]:
+    return locate(args.config_dir, list(getattr(args, "overrides", [])))
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    root, overrides = _where(args)
+    for path in prepare(compose(overrides, root)):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    root, given = _where(args)
+    overrides = knob_overrides(read_params(args.params)) + given
+    if args.multirun:
+        if args.config_dir:
+            raise LosslabError(
+                "--config-dir does not combine with -m yet: run each variant, or copy the folder into conf/"
+            )
+        # Deferred like the pipeline below: Hydra's launchers, torch and Lightning (~6 s).
+        from losslab.sweeps import multirun
+
+        return multirun(overrides)
+    checked = plan(overrides, root)  # bad input is answered here, before the heavy imports
+    # The tracking writer and the figure worker start first: MLflow and matplotlib load in
+    # their processes while torch and Lightning load in this one.
+    tracker, figures = TrackerProcess.open(checked.base), FigurePool()
+    try:
+        # Deferred: torch and Lightning cost ~6 s to import, and every other command (and
+        # every bad input above) is answered without them.
+        from losslab.doctor.scenario import diagnose_verdict  # the doctor reads each verdict
+        from losslab.engine.progress import Progress  # (the same)
+        from losslab.pipeline import run  # (the same)
+    except BaseException:
+        tracker.abort()
+        figures.close(cancel=True)
+        raise
+    diagnose = diagnose_verdict if checked.base.doctor.enabled else None
+    result = run(checked, tracker, figures, diagnose, Progress(quiet=args.quiet))
+    print(result_text(result, checked.root), flush=True)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    root, _ = _where(args)
+    print(catalogue_text(catalogue(root, list(args.scenarios))))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    root, overrides = _where(args)
+    cfg = compose(overrides, root)
+    check_data(cfg, nonfinite="keep")  # a bad override or data file: one line, before torch loads
+    # Deferred: the doctor trains with torch (~2 s to import); bad input is answered above.
+    from losslab.doctor.command import consult
+
+    consult(cfg, args.repair, args.json, args.write_variant)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    root, _ = _where(args)
+    checks = [
+        c for name in scenarios(root, list(args.scenarios), args.params) for c in check_scenario(root, name)
+    ]
+    print(checks_text(checks))
+    return 1 if any(not c.ok for c in checks) else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    # Deferred: matplotlib (~0.8 s) is needed by this command only.
+    from losslab.report.summary import write_summary
+
+    root, _ = _where(args)
+    path = write_summary(root, scenarios(root, list(args.scenarios), args.params))
+    print(f"wrote {path.relative_to(root)}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    uri = resolve_uri(compose([]))
+    if not uri.startswith("sqlite:"):
+        print(f"runs are on {uri}: open its UI there")
+        return 0
+    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    print(" ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    return serve(args.overrides, dry_run=args.print)

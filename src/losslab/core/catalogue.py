@@ -1,0 +1,52 @@
+"""What a project (or a user's scenario folder) holds: its scenarios and their variants.
+
+Composed exactly as a run would compose them (defaults included), without reading any
+data, so `losslab list` answers on a fresh clone before anything was prepared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from losslab.core.config import available, compose, conf_dirs, variants_of
+from losslab.core.criteria import Expectations
+from losslab.core.errors import LosslabError
+
+
+@dataclass(frozen=True)
+class Entry:
+    scenario: str
+    variant: str
+    role: str  # broken | fix | ...
+    expected: str  # the outcome(s) it must show, e.g. "diverged" or "converged"
+    min_rate: float  # in at least this share of the seeds
+    description: str
+
+
+def scenarios_here(root: Path) -> list[str]:
+    """A project's scenarios; for a user's folder, only the folder's own."""
+    dirs = conf_dirs(root)
+    if len(dirs) == 1:
+        return available(root, "scenario")
+    return sorted(p.stem for p in (root / "scenario").glob("*.yaml"))
+
+
+def catalogue(root: Path, names: list[str] | None = None) -> list[Entry]:
+    """Every variant of the named scenarios (default: all), the broken original first; a
+    scenario without a `broken` variant runs first as written (`base`)."""
+    known = scenarios_here(root)
+    for n in names or []:
+        if n not in known:
+            raise LosslabError(f"unknown scenario '{n}' (available: {', '.join(known)})")
+    out = []
+    for scenario in names or known:
+        variants = variants_of(root, scenario)
+        chosen = [[]] if "broken" not in variants else []
+        chosen += [[f"variant={scenario}/{v}"] for v in variants]
+        for extra in chosen:
+            cfg = compose([f"scenario={scenario}", *extra], root)
+            exp = Expectations.of(cfg)
+            text = str(cfg.variant.get("description") or cfg.scenario.get("title") or "")
+            out.append(Entry(scenario, exp.name, exp.role, exp.expected, exp.min_rate, text))
+    return out
