@@ -13,7 +13,7 @@ from projects import ROOT, copy_project, git, run_tool
 
 pytestmark = pytest.mark.slow
 
-OUTPUTS = ("metrics", "plots")
+OUTPUTS = ("metrics", "results", "plots")
 
 
 def _digests(proj: Path) -> dict[str, str]:

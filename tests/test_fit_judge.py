@@ -35,7 +35,7 @@ def test_fit_then_judge_reproduces_the_committed_linear_broken_entry(prepared: P
     assert set(records.curves) >= {"loss", "grad_norm", "lr", "weight", "bias"}
     assert [s.min_diverging_n for s in records.stability][:1] == [17]
     verdict = judge(records, Expectations.of(cfg))
-    committed = json.loads((ROOT / "metrics" / "linear.json").read_text())["variants"]["broken"]
+    committed = json.loads((ROOT / "results" / "linear.json").read_text())["variants"]["broken"]
     assert committed.pop("diagnosis")["cause"] == "lr_too_high"  # the pipeline's doctor adds it
     assert _close(verdict.summary, committed)
     assert verdict.check.ok and [o.label for o in verdict.outcomes] == ["diverged"] * 5
@@ -105,6 +105,6 @@ def test_bounds_read_nan_and_null_as_a_blow_up() -> None:
 
 def test_check_against_committed_results_matches_verify() -> None:
     exp = Expectations.of(compose(["scenario=scratch_backprop", "variant=broken"], ROOT))
-    doc = json.loads((ROOT / "metrics" / "scratch_backprop.json").read_text())["variants"]["broken"]
+    doc = json.loads((ROOT / "results" / "scratch_backprop.json").read_text())["variants"]["broken"]
     got = check(exp, doc["outcomes"], doc["numbers"])
     assert got.ok and "gradcheck_max_rel_err = non-finite" in got.observed

@@ -97,7 +97,7 @@ def test_sweep_over_every_scenario(project: Path) -> None:
     assert {status for _, _, status in rows} == {"FINISHED"}
     for name in scenarios:
         assert sorted(v for s, v, _ in rows if s == name) == sorted(variants_of(project, name))
-        doc = json.loads((project / "metrics" / f"{name}.json").read_text())
+        doc = json.loads((project / "results" / f"{name}.json").read_text())
         assert list(doc["variants"]) == variants_of(project, name)
         assert all(sum(v["outcomes"].values()) == 1 for v in doc["variants"].values())  # seeds=[0]
 

@@ -36,7 +36,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_outputs(repo: Path) -> None:
-    doc = json.loads((repo / "metrics" / "linear.json").read_text())
+    doc = json.loads((repo / "results" / "linear.json").read_text())
     v = doc["variants"]
     assert list(v) == ["broken", "adam", "sgd_small_lr", "standardized", "ten_points"]
     assert v["broken"]["outcomes"] == {"diverged": 5} and v["broken"]["first_inf_epoch"] is not None
@@ -44,8 +44,20 @@ def test_outputs(repo: Path) -> None:
     assert v["broken"]["min_diverging_n"] == 17
     assert v["standardized"]["numbers"]["pred_x25"] == pytest.approx(12.5, abs=0.01)
     assert v["sgd_small_lr"]["success_rate"] == 1.0
+    # metrics: numbers only, the same few per variant (the rates and the key numbers)
+    metrics = json.loads((repo / "metrics" / "linear.json").read_text())
+    assert list(metrics) == list(v)
+    assert metrics["broken"] == {
+        "success_rate": 0.0, "expected_rate": 1.0, "median_final_loss": None,
+        "first_nonfinite_epoch": v["broken"]["first_inf_epoch"], "critical_lr": v["broken"]["critical_lr"],
+        "pred_x25": None,
+    }  # fmt: skip
+    assert all(set(m) == set(metrics["broken"]) for m in metrics.values())
     plots = (repo / "plots" / "linear.csv").read_text().splitlines()
     assert plots[0] == "variant,seed,epoch,loss" and len(plots) == 1 + 5 * 5 * 500
+    broken = [line.split(",")[3] for line in plots if line.startswith("broken,0,")]
+    first_inf, first_nan = broken.index("inf"), broken.index("nan")  # apart, in that order
+    assert 0 < first_inf < first_nan and all(x == "nan" for x in broken[first_nan:])
     assert (repo / "reports" / "linear.png").read_bytes()[:4] == b"\x89PNG"
     summary = (repo / "reports" / "summary.md").read_text()
     row = next(line for line in summary.splitlines() if line.startswith("| broken | broken |"))
@@ -120,7 +132,7 @@ def test_incremental_determinism_verify_and_experiments(repo: Path) -> None:
     # A second cold run of every variant: byte-identical metrics.
     assert (repo / "metrics" / "linear.json").read_bytes() == before
 
-    assert "variants.broken.first_inf_epoch" in ok(run_tool(repo, "dvc", "metrics", "show"))
+    assert "broken.first_nonfinite_epoch" in ok(run_tool(repo, "dvc", "metrics", "show"))
     ok(run_tool(repo, "dvc", "metrics", "diff"))
 
     r = run_cli(repo, "verify")
@@ -135,7 +147,7 @@ def test_incremental_determinism_verify_and_experiments(repo: Path) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "reword adam")
     ok(run_tool(repo, "dvc", "exp", "run", "-S", "seeds=[3,7]", "-S", "epochs_scale=0.5"))
-    doc = json.loads((repo / "metrics" / "linear.json").read_text())
+    doc = json.loads((repo / "results" / "linear.json").read_text())
     assert sum(doc["variants"]["broken"]["outcomes"].values()) == 2
     plots = (repo / "plots" / "linear.csv").read_text().splitlines()
     assert len(plots) == 1 + 5 * 2 * 250
@@ -204,7 +216,7 @@ def test_sigkill_stage_then_repro(tmp_path: Path) -> None:
     for r in finished:
         if "mlflow.parentRunId" not in r.data.tags:
             latest.setdefault(r.data.tags["variant"], r)  # newest first
-    doc = json.loads((proj / "metrics" / "linear.json").read_text())
+    doc = json.loads((proj / "results" / "linear.json").read_text())
     for name, v in doc["variants"].items():
         assert latest[name].data.params["epochs_scale"] == "1.0"
         assert latest[name].data.metrics["success_rate"] == v["success_rate"]

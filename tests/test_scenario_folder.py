@@ -107,7 +107,7 @@ def test_doctor_on_a_folder_finds_the_cause_and_writes_the_repair_as_a_variant(t
     # The written variant is a variant like any other: the next run carries it, and it converges.
     r = run_cli(ROOT, "run", "--config-dir", str(d))
     assert r.returncode == 0, r.stderr
-    metrics = json.loads((d / "metrics" / "mine.json").read_text())["variants"]
+    metrics = json.loads((d / "results" / "mine.json").read_text())["variants"]
     assert set(metrics["base"]["outcomes"]) <= {"rising", "diverged"}
     assert metrics["doctor_fix"]["outcomes"] == {"converged": 2}
     diagnoses = json.loads((d / "reports" / "mine.diagnosis.json").read_text())
@@ -192,5 +192,5 @@ def test_the_doctor_can_be_left_out_of_a_run(tmp_path: Path) -> None:
     d = folder(tmp_path)
     r = run_cli(ROOT, "run", "--config-dir", str(d), "doctor.enabled=false")
     assert r.returncode == 0, r.stderr
-    metrics = json.loads((d / "metrics" / "mine.json").read_text())["variants"]["base"]
+    metrics = json.loads((d / "results" / "mine.json").read_text())["variants"]["base"]
     assert "diagnosis" not in metrics and not (d / "reports" / "mine.diagnosis.json").exists()

@@ -44,7 +44,7 @@ def _wait_training(project: Path, proc: subprocess.Popen) -> None:
 
 
 def _outputs(project: Path) -> dict[str, bytes]:
-    names = ("metrics/linear.json", "plots/linear.csv", "reports/linear.png")
+    names = ("metrics/linear.json", "results/linear.json", "plots/linear.csv", "reports/linear.png")
     return {n: (project / n).read_bytes() for n in names}
 
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from losslab.core.checks import epochs
 from losslab.core.criteria import Expectations
 from losslab.core.errors import Interrupted, LosslabError
-from losslab.core.files import atomic_write, diagnosis_path, output_paths
+from losslab.core.files import atomic_write, diagnosis_path, output_paths, results_path
 from losslab.core.plan import Plan
 from losslab.core.results import ScenarioResult, Verdict
 from losslab.engine import build
@@ -159,9 +159,9 @@ def _write_outputs(result: ScenarioResult, plan: Plan, figures: FigurePool) -> N
     """metrics, plot data and figure, written back to back once the figure is rendered."""
     title = scenario_title(plan.scenario, result.verdicts)
     png = figures.submit("scenario_png", [series(v) for v in result.verdicts], title).result()
-    write_data_outputs(result, plan.root)
+    write_data_outputs(result, plan.root, list(plan.base.scenario.get("key") or []))
     atomic_write(output_paths(plan.root, plan.scenario)[2], png)
-    result.outputs = list(output_paths(plan.root, plan.scenario))
+    result.outputs = [*output_paths(plan.root, plan.scenario), results_path(plan.root, plan.scenario)]
     if result.diagnoses:
         path = diagnosis_path(plan.root, plan.scenario)
         atomic_write(path, json.dumps(result.diagnoses, indent=2, allow_nan=False) + "\n")

@@ -1,6 +1,6 @@
 """The CI reproduction check: do the latest results still show what each variant declares?
 
-Expectations live in conf/ (variant.expect), results in metrics/<scenario>.json. A
+Expectations live in conf/ (variant.expect), results in results/<scenario>.json. A
 variant passes when the fraction of its seeds whose outcome is one of the expected ones
 reaches expect.min_rate and its median numbers meet their bounds (`core.criteria.check`,
 the same rule the pipeline's judge applies); with the doctor's reports/<scenario>.diagnosis.json,
@@ -16,11 +16,11 @@ from pathlib import Path
 
 from losslab.core.config import compose, variants_of
 from losslab.core.criteria import Check, Expectations, check
-from losslab.core.files import diagnosis_path
+from losslab.core.files import diagnosis_path, results_path
 
 
 def check_scenario(root: Path, scenario: str) -> list[Check]:
-    path = root / "metrics" / f"{scenario}.json"
+    path = results_path(root, scenario)
     doc = json.loads(path.read_text()) if path.is_file() else None
     dx = diagnosis_path(root, scenario)
     diagnoses = json.loads(dx.read_text()) if dx.is_file() else {}

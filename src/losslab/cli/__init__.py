@@ -5,7 +5,7 @@
     losslab run -m scenario=linear variant=broken,adam,standardized   (Hydra multirun)
     losslab doctor scenario=linear variant=broken [--repair] [--json PATH]
     losslab doctor --config-dir ./my_runs scenario=mine     (a user's scenario folder)
-    losslab verify [linear ...]
+    losslab verify [linear ...] [--junit reports/junit.xml]
     losslab list [--config-dir DIR]                          (scenarios and their variants)
     losslab report
     losslab ui
@@ -86,12 +86,14 @@ def parser() -> argparse.ArgumentParser:
 
     for name, func, text in (
         ("verify", cmd_verify, "check the latest results against each variant's expectation"),
-        ("report", cmd_report, "write reports/summary.md from metrics/*.json"),
+        ("report", cmd_report, "write reports/summary.md from results/*.json and plots/"),
     ):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("scenarios", nargs="*", help="default: the scenarios listed in params.yaml")
         sp.add_argument("--params", help="params file listing `scenarios` (default: params.yaml)")
         sp.set_defaults(func=func)
+    junit = "also write the checks as JUnit XML (one test case per scenario × variant), for CI"
+    sub.choices["verify"].add_argument("--junit", metavar="PATH", help=junit)
 
     sp = sub.add_parser("server", help="start the MLflow tracking server described by conf/mlflow_server/")
     sp.add_argument("overrides", nargs="*", help="e.g. mlflow_server=postgres_s3 mlflow_server.port=5001")

@@ -14,8 +14,10 @@ from losslab.core.catalogue import catalogue
 from losslab.core.config import compose, locate
 from losslab.core.data import check_data, prepare
 from losslab.core.errors import LosslabError
+from losslab.core.files import atomic_write
 from losslab.core.knobs import knob_overrides, read_params, scenarios
 from losslab.core.plan import plan
+from losslab.report.junit import junit_xml
 from losslab.report.render import FigurePool
 from losslab.report.tables import catalogue_text, checks_text, result_text
 from losslab.server import serve
@@ -90,6 +92,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         c for name in scenarios(root, list(args.scenarios), args.params) for c in check_scenario(root, name)
     ]
     print(checks_text(checks))
+    if args.junit:
+        atomic_write(Path(args.junit), junit_xml(checks))
+        print(f"wrote {args.junit}")
     return 1 if any(not c.ok for c in checks) else 0
 
 

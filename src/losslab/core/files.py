@@ -34,6 +34,12 @@ def output_paths(root: Path, name: str) -> tuple[Path, Path, Path]:
     )
 
 
+def results_path(root: Path, name: str) -> Path:
+    """Everything the judge said about each variant (outcomes, descriptions, warnings,
+    numbers); metrics/<name>.json keeps a handful of numbers per variant for DVC."""
+    return root / "results" / f"{name}.json"
+
+
 def diagnosis_path(root: Path, name: str) -> Path:
     """The doctor's report on every variant of a scenario (written by its train stage)."""
     return root / "reports" / f"{name}.diagnosis.json"

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from losslab.core.config import available, compose, project_root, variants_of
 from losslab.core.data import check_data
 from losslab.core.errors import LosslabError
-from losslab.core.files import check_writable, diagnosis_path, output_paths
+from losslab.core.files import check_writable, diagnosis_path, output_paths, results_path
 
 
 @dataclass
@@ -43,7 +43,10 @@ def plan(overrides: list[str], root: Path | None = None) -> Plan:
     for cfg in configs:
         check_data(cfg)
     if not chosen:
-        check_writable(root, [*output_paths(root, scenario), diagnosis_path(root, scenario)])
+        check_writable(
+            root,
+            [*output_paths(root, scenario), results_path(root, scenario), diagnosis_path(root, scenario)],
+        )
     return Plan(root, scenario, configs, whole=not chosen)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from losslab.core.files import results_path
 from losslab.core.results import Verdict
 
 
@@ -37,12 +38,12 @@ def series(v: Verdict) -> Series:
 
 
 def series_from_files(root: Path, name: str) -> list[Series]:
-    """Series per variant from plots/<name>.csv and metrics/<name>.json (for the summary)."""
-    doc = json.loads((root / "metrics" / f"{name}.json").read_text())
+    """Series per variant from plots/<name>.csv and results/<name>.json (for the summary)."""
+    doc = json.loads(results_path(root, name).read_text())
     losses: dict[str, dict[str, list[float]]] = {}
     with (root / "plots" / f"{name}.csv").open() as f:
         for row in csv.DictReader(f):
-            value = float(row["loss"]) if row["loss"] else math.nan
+            value = float(row["loss"]) if row["loss"] else math.nan  # float() reads inf and nan
             losses.setdefault(row["variant"], {}).setdefault(row["seed"], []).append(value)
     out = []
     for variant, s in doc["variants"].items():

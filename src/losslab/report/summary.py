@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from losslab.core.errors import LosslabError
-from losslab.core.files import atomic_write
+from losslab.core.files import atomic_write, results_path
 from losslab.report.figures import summary_png
 from losslab.report.series import series_from_files
 from losslab.report.tables import HEADER, markdown_table, table_rows
@@ -16,7 +16,7 @@ from losslab.report.tables import HEADER, markdown_table, table_rows
 def write_summary(root: Path, scenarios: list[str]) -> Path:
     parts = ["# losslab summary", "", "![all scenarios](summary.png)", ""]
     for name in scenarios:
-        path = root / "metrics" / f"{name}.json"
+        path = results_path(root, name)
         if not path.is_file():
             raise LosslabError(f"no results for scenario '{name}' ({path} missing): run `dvc repro`")
         doc = json.loads(path.read_text())

@@ -7,7 +7,7 @@ from pathlib import Path
 from losslab.core.catalogue import Entry
 from losslab.core.criteria import Check
 from losslab.core.results import ScenarioResult
-from losslab.report.outputs import metrics_document
+from losslab.report.outputs import results_document
 
 HEADER = [
     "variant",
@@ -81,7 +81,7 @@ def result_text(result: ScenarioResult, root: Path) -> str:
     warnings and the MLflow links."""
     lines = [f"wrote {path.relative_to(root)}" for path in result.outputs]
     lines.append("")
-    rows = table_rows(metrics_document(result))
+    rows = table_rows(results_document(result))
     lines.append(text_table(HEADER[:2] + HEADER[3:], [r[:2] + r[3:] for r in rows]))  # no descriptions
     for v in result.verdicts:
         s = v.summary
