@@ -37,8 +37,10 @@ class _Terminal(io.StringIO):
 
 
 @pytest.mark.parametrize("stream", [io.StringIO(), _Terminal()], ids=["log", "terminal"])
-def test_progress_bar_on_a_terminal_and_a_line_per_finished_variant(stream: io.StringIO) -> None:
-    cfg = compose(["scenario=xor", "variant=broken", "seeds=[0]", "fit.epochs=7"], ROOT)
+def test_progress_bar_on_a_terminal_and_a_line_per_finished_variant(
+    stream: io.StringIO, prepared: Path
+) -> None:
+    cfg = compose(["scenario=xor", "variant=broken", "seeds=[0]", "fit.epochs=7"], prepared)
     progress = Progress(stream=stream)
     fit(cfg, callbacks=progress.start("xor/broken", 7))
     progress.done("xor/broken", "rising 1/1")

@@ -9,6 +9,11 @@
 
 from typing import Any
 
+from losslab.core.numerics import pin_cpu_numerics
+
+# Before anything imports torch: the same CPU kernels on every machine (core/numerics.py).
+pin_cpu_numerics()
+
 __version__ = "0.1.0"
 __all__ = ["check_gradients", "diagnose"]
 

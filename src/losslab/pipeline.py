@@ -31,7 +31,7 @@ from losslab.judge import judge
 from losslab.report.outputs import write_data_outputs
 from losslab.report.render import FigurePool
 from losslab.report.series import scenario_title, series
-from losslab.tracking.log import log_verdict, run_tags
+from losslab.tracking.log import log_verdict, run_name, run_tags
 from losslab.tracking.writer import TrackerProcess
 
 # (config, verdict) -> the doctor's report on that variant: an object with cause,
@@ -75,7 +75,7 @@ def run(
         pending: list[tuple[str, Future[bytes]]] = []
         for cfg, dm in zip(plan.configs, modules, strict=True):
             label = f"{plan.scenario}/{cfg.variant.name}"
-            verdict = _variant(cfg, dm, tracker, experiment, progress.start(label, epochs(cfg)))
+            verdict = _variant(cfg, dm, tracker, experiment, progress.start(label, epochs(cfg)), plan.changed)
             result.verdicts.append(verdict)
             if diagnose is not None:
                 result.diagnoses[verdict.name] = _diagnosis(diagnose, cfg, verdict, tracker)
@@ -113,10 +113,13 @@ def _variant(
     tracker: TrackerProcess,
     experiment: str,
     callbacks: list,
+    changed: tuple[str, ...] = (),
 ) -> Verdict:
-    """Fit and judge one variant; its runs exist (RUNNING) from before the fit."""
+    """Fit and judge one variant; its runs exist (RUNNING) from before the fit, named after
+    the variant and what the user overrode."""
     exp = Expectations.of(cfg)
-    tracker.start(exp.name, experiment, exp.name, run_tags(cfg, exp), list(cfg.seeds))
+    tags = run_tags(cfg, exp, changed)
+    tracker.start(exp.name, experiment, run_name(exp, changed), tags, list(cfg.seeds))
 
     def warn(text: str) -> None:
         print(f"losslab: WARNING [{exp.scenario}/{exp.name}]: {text}", file=sys.stderr, flush=True)

@@ -37,6 +37,8 @@ __all__ = [
 ROOT_ENV = "LOSSLAB_ROOT"
 # Where losslab's own conf/ lies when the package is used from its source checkout
 # (src/losslab/core/config.py -> the repository root).
+# params.yaml knobs that the DVC stages pass on, and the Hydra key each one sets.
+KNOBS = {"seeds": "seeds", "epochs_scale": "epochs_scale", "accelerator": "trainer.accelerator"}
 SHIPPED_CONF = Path(__file__).resolve().parents[3] / "conf"
 
 

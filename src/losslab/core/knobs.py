@@ -10,11 +10,9 @@ from pathlib import Path
 
 import yaml
 
+from losslab.core.config import KNOBS
 from losslab.core.errors import LosslabError
 from losslab.core.plan import require_scenarios
-
-# params.yaml knobs that the DVC stages pass on, and the Hydra key each one sets.
-KNOBS = {"seeds": "seeds", "epochs_scale": "epochs_scale", "accelerator": "trainer.accelerator"}
 
 
 def read_params(path: str | Path | None) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from losslab.core.config import available, compose, project_root, variants_of
+from losslab.core.config import KNOBS, available, compose, project_root, variants_of
 from losslab.core.data import check_data
 from losslab.core.errors import LosslabError
 from losslab.core.files import check_writable, diagnosis_path, output_paths, results_path
@@ -24,6 +24,9 @@ class Plan:
     scenario: str
     configs: list[DictConfig]  # one per variant, in order: the broken original first
     whole: bool  # every variant of the scenario: also write its DVC outputs
+    # What the user changed on top of the variants (not scenario=, variant= or a params.yaml
+    # knob): the runs are named and tagged with it, e.g. `adam optimizer.lr=0.05`.
+    changed: tuple[str, ...] = ()
 
     @property
     def base(self) -> DictConfig:
@@ -47,7 +50,15 @@ def plan(overrides: list[str], root: Path | None = None) -> Plan:
             root,
             [*output_paths(root, scenario), results_path(root, scenario), diagnosis_path(root, scenario)],
         )
-    return Plan(root, scenario, configs, whole=not chosen)
+    return Plan(root, scenario, configs, whole=not chosen, changed=changed_by_user(overrides))
+
+
+def changed_by_user(overrides: list[str]) -> tuple[str, ...]:
+    """The overrides that change a variant's own settings, in the order given."""
+    fixed = ("scenario", "variant", *KNOBS.values())
+    return tuple(
+        o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in fixed and not o.startswith("hydra.")
+    )
 
 
 def _variant(overrides: list[str], scenario: str, name: str, root: Path) -> DictConfig:

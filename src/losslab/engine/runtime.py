@@ -36,9 +36,36 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message="Using a target size")  # probes.loss_broadcast says it louder
 
 
+def check_cpu_kernels() -> None:
+    """Say so once when torch chose its CPU kernels before losslab could pin them (torch
+    ran an operation before `import losslab`): the numbers may then differ in the last
+    digits from other machines' (core/numerics.py)."""
+    # Deferred: torch is imported by the caller already; this module stays import-light.
+    import torch
+
+    from losslab.core.numerics import pinned_capability
+
+    want = pinned_capability()
+    have = torch.backends.cpu.get_cpu_capability().lower()
+    if want is not None and have != want:
+        warnings.warn(
+            f"torch runs its {have} CPU kernels, not the pinned {want}: import losslab before torch "
+            "runs anything for results identical across machines",
+            stacklevel=2,
+        )
+
+
 def prepare_process(accelerator: str) -> None:
-    """Everything a training process sets once, before its first fit."""
+    """Everything a training process sets once, before its first fit: one intra-op thread
+    on the CPU (a sum split over threads adds in another order; the ensembles here are
+    small, and one thread was also faster, see bench/README.md)."""
     steady_malloc()
     quiet_lightning()
+    check_cpu_kernels()
+    if accelerator == "cpu":
+        # Deferred like check_cpu_kernels: torch is loaded by the time a process trains.
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("LOSSLAB_CPU_THREADS", "1")))
     if accelerator != "cpu":  # cuBLAS needs this for deterministic matmuls
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

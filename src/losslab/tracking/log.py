@@ -30,18 +30,32 @@ PARENT_NUMBERS = (
 )
 
 
-def run_tags(cfg: DictConfig, exp: Expectations) -> dict[str, str]:
-    """Tags every run of the variant carries from its creation."""
-    return {
+def run_name(exp: Expectations, changed: tuple[str, ...] = ()) -> str:
+    """The variant's name, followed by what the user overrode: `adam optimizer.lr=0.05`."""
+    return " ".join([exp.name, *changed])
+
+
+def run_tags(cfg: DictConfig, exp: Expectations, changed: tuple[str, ...] = ()) -> dict[str, str]:
+    """Tags every run of the variant carries from its creation. With overrides, the
+    description says what ran (the variant's own text may name a value no longer there,
+    "Adam at the Keras default lr 0.001"); that text stays in `variant.description`."""
+    described = exp.description
+    if changed:
+        described = f"variant {exp.name} with {' '.join(changed)} (see the `overrides` tag and params)"
+    tags = {
         "scenario": exp.scenario,
         "variant": exp.name,
         "role": exp.role,
-        "description": exp.description,
-        "mlflow.note.content": exp.description,
+        "description": described,
+        "variant.description": exp.description,
+        "mlflow.note.content": described,
         "source": cfg.scenario.source,
         # The training process (losslab.pid, set by the store, is the tracking writer's).
         "losslab.trainer_pid": str(os.getpid()),
     }
+    if changed:
+        tags["overrides"] = " ".join(changed)
+    return tags
 
 
 def log_verdict(tracker: TrackerProcess, cfg: DictConfig, v: Verdict) -> None:
