@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except (Interrupted, KeyboardInterrupt) as e:
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
         name = signal.Signals(signum).name
-        print(
-            f"losslab: stopped by {name}; runs it started end KILLED, no output was written", file=sys.stderr
-        )
+        said = "runs it started end KILLED, no output was written"
+        said = "the UI server with it" if args.command == "ui" else said
+        print(f"losslab: stopped by {name}; {said}", file=sys.stderr)
         return 128 + signum
     except Exception as e:
         if debug:

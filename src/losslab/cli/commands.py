@@ -7,7 +7,10 @@ Each takes the parsed arguments and returns the exit code; errors propagate to `
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from losslab.core.catalogue import catalogue
@@ -109,13 +112,35 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    """The MLflow UI on the project's store: one light process (one worker), in a session
+    of its own so that it stops with this command (Ctrl-C, SIGTERM) and leaves no orphan;
+    it prints where each scenario's runs are (MLflow's own home is its GenAI landing)."""
     uri = resolve_uri(compose([]))
     if not uri.startswith("sqlite:"):
         print(f"runs are on {uri}: open its UI there")
         return 0
-    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    print(" ".join(cmd), flush=True)
-    return subprocess.call(cmd)
+    # Deferred: MLflow (~1 s) is needed by this command only, to list the experiments.
+    from losslab.tracking.store import experiments
+
+    mlflow = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--backend-store-uri", uri]
+    cmd += ["--host", args.host, "--port", str(args.port), "--workers", "1"]
+    base = f"http://{args.host}:{args.port}"
+    for name, exp_id in experiments(uri):
+        print(f"{name}: {base}/#/experiments/{exp_id}")
+    print(f"all experiments: {base}/#/experiments   (Ctrl-C stops the UI)", flush=True)
+    # No GenAI job runner: a UI over runs needs the web server only.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
+    try:
+        return proc.wait()
+    finally:
+        if proc.poll() is None:  # stopped by Ctrl-C or SIGTERM: take the server down with us
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def cmd_server(args: argparse.Namespace) -> int:

@@ -183,3 +183,9 @@ def changes(values: Any) -> list[tuple[int, float]]:
             out.append((e, v))
         prev = v
     return out
+
+
+def experiments(uri: str) -> list[tuple[str, str]]:
+    """(name, id) of the store's active experiments, by name; MLflow's empty `Default` left out."""
+    found = MlflowClient(uri).search_experiments(view_type=ViewType.ACTIVE_ONLY)
+    return sorted((e.name, e.experiment_id) for e in found if e.name != "Default")
