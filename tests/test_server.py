@@ -3,6 +3,7 @@ and the printed compare link opened in real Chromium (Debian's, driven by Playwr
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -67,7 +68,7 @@ def _api(url: str, path: str, body: dict | None = None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def logged(server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+def logged(server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
     from projects import copy_project
 
     proj = copy_project(tmp_path_factory.mktemp("srv") / "proj")
@@ -77,11 +78,14 @@ def logged(server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, 
     link = next(
         line.split(": ", 1)[1] for line in r.stdout.splitlines() if line.startswith("compare linear runs")
     )
-    return server, link
+    chart = next(
+        line.split(": ", 1)[1] for line in r.stdout.splitlines() if line.startswith("loss of every linear")
+    )
+    return server, link, chart
 
 
-def test_runs_arrive_over_http(logged: tuple[str, str]) -> None:
-    url, link = logged
+def test_runs_arrive_over_http(logged: tuple[str, str, str]) -> None:
+    url, link, _ = logged
     exp = _api(url, "experiments/get-by-name?experiment_name=linear")["experiment"]
     runs = _api(url, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
     assert len(runs) == 5 * (1 + 2)
@@ -148,10 +152,10 @@ def test_unreachable_server_fails_before_training(prepared: Path) -> None:
 
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (.ci/run installs it)")
-def test_compare_view_in_a_real_browser(logged: tuple[str, str], tmp_path: Path) -> None:
+def test_compare_view_in_a_real_browser(logged: tuple[str, str, str], tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    _, link = logged
+    _, link, _ = logged
     run_ids = json.loads(urllib.request.unquote(link.split("runs=")[1].split("&")[0]))
     broken_and_fix = run_ids[:2]  # broken first, then the first fix
     compare = link.split("#")[0] + "#/compare-runs?runs=" + urllib.request.quote(json.dumps(broken_and_fix))
@@ -176,3 +180,50 @@ def test_compare_view_in_a_real_browser(logged: tuple[str, str], tmp_path: Path)
     assert shot.stat().st_size > 10_000
     if os.environ.get("LOSSLAB_SCREENSHOTS"):  # keep the picture, e.g. as a CI artifact
         shutil.copy(shot, Path(os.environ["LOSSLAB_SCREENSHOTS"]) / "compare.png")
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.replace("\u2212", "-").replace(",", ""))
+    except ValueError:
+        return None
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (.ci/run installs it)")
+def test_the_printed_loss_link_draws_every_variant_on_a_log_axis(
+    logged: tuple[str, str, str], tmp_path: Path
+) -> None:
+    """The first link `losslab run` prints opens, with no clicks, one chart with the loss of the
+    broken original and of every fix, one line per variant, on a log y axis."""
+    from playwright.sync_api import sync_playwright
+
+    _, _, chart = logged
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+    ]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.goto(chart)
+        deadline = time.time() + 90
+        while page.locator("path.js-line").count() < 5 and time.time() < deadline:
+            page.wait_for_timeout(500)
+        lines = page.locator("path.js-line").count()
+        ticks = page.locator(".ytick text").all_text_contents()  # SVG: no innerText
+        body = page.inner_text("body")
+        shot = tmp_path / "loss_chart.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert lines >= 5, f"{lines} lines drawn"  # broken, adam, sgd_small_lr, standardized, ten_points
+    assert all(v in body for v in ("broken", "adam", "sgd_small_lr", "standardized", "ten_points"))
+    values = sorted(v for v in map(_number, ticks) if v is not None and v > 0)
+    # A log axis: its ticks are decades apart (1, 1e8, 1e16 ...); a linear one steps evenly.
+    assert len(values) >= 3 and all(b / a >= 10 for a, b in itertools.pairwise(values)), ticks
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("LOSSLAB_SCREENSHOTS"):
+        shutil.copy(shot, Path(os.environ["LOSSLAB_SCREENSHOTS"]) / "loss_chart.png")

@@ -32,6 +32,7 @@ from losslab.report.outputs import write_data_outputs
 from losslab.report.render import FigurePool
 from losslab.report.series import scenario_title, series
 from losslab.tracking.log import log_verdict, run_name, run_tags
+from losslab.tracking.uri import loss_chart_url
 from losslab.tracking.writer import TrackerProcess
 
 # (config, verdict) -> the doctor's report on that variant: an object with cause,
@@ -97,6 +98,7 @@ def run(
     figures.close()
     parents = [groups[v.name].parent for v in result.verdicts if v.name in groups]
     result.compare_url = tracker.compare_url(experiment, parents)
+    result.chart_url = loss_chart_url(tracker.uri, tracker.ui_url, experiment, parents)
     return result
 
 

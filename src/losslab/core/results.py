@@ -92,6 +92,7 @@ class ScenarioResult:
     verdicts: list[Verdict] = field(default_factory=list)
     experiment_id: str = ""
     compare_url: str = ""
+    chart_url: str = ""  # every variant's loss on one log-axis chart (MLflow's metric page)
     ui_command: str = ""
     outputs: list[Path] = field(default_factory=list)
     diagnoses: dict[str, dict] = field(default_factory=dict)  # variant -> the doctor's report

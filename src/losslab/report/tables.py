@@ -100,6 +100,8 @@ def result_text(result: ScenarioResult, root: Path) -> str:
             said.setdefault(w, []).append(v.name)
     lines += [f"WARNING ({', '.join(names)}): {w}" for w, names in said.items()]
     lines.append(f"\nMLflow UI: {result.ui_command}")
+    if result.chart_url:
+        lines.append(f"loss of every {result.scenario} variant, log axis: {result.chart_url}")
     lines.append(f"compare {result.scenario} runs: {result.compare_url}")
     return "\n".join(lines)
 

@@ -104,6 +104,23 @@ def compare_url(uri: str, ui_url: str, experiment_id: str, run_ids: Sequence[str
     return f"{ui_base(uri, ui_url)}/#/compare-runs?runs={runs}&experiments={exps}"
 
 
+def loss_chart_url(
+    uri: str, ui_url: str, experiment_id: str, run_ids: Sequence[str], metric: str = "loss"
+) -> str:
+    """MLflow's metric page for `metric` over the runs, one line per run on a log y axis:
+    broken and fixed variants drawn together with no clicks (the compare page shows tables)."""
+
+    def q(value: object) -> str:
+        return urllib.parse.quote(json.dumps(value, separators=(",", ":")))
+
+    query = (
+        f"runs={q(list(run_ids))}&metric={q(metric)}&experiments={q([experiment_id])}"
+        f"&plot_metric_keys={q([metric])}&plot_layout={q({})}&x_axis=step&y_axis_scale=log"
+        f"&line_smoothness=1&show_point=false&deselected_curves={q([])}&last_linear_y_axis_range={q([])}"
+    )
+    return f"{ui_base(uri, ui_url)}/#/metric?{query}"
+
+
 def ui_command(uri: str, ui_url: str) -> str:
     if uri.startswith("sqlite:"):
         port = urllib.parse.urlsplit(ui_url).port or 5000
