@@ -9,6 +9,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from projects import BIN, cli_env, run_cli
 
 
@@ -34,6 +36,7 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.slow  # ~30 s: a run, then the UI server up and down
 def test_ui_is_one_server_that_ctrl_c_takes_down(project: Path) -> None:
     assert (
         run_cli(

@@ -10,6 +10,8 @@ import os
 import sys
 import warnings
 
+from losslab.core.numerics import pinned_capability
+
 
 def steady_malloc() -> None:
     """Pin glibc's mmap threshold (128 KiB) so freed tensor buffers go back to the OS.
@@ -42,8 +44,6 @@ def check_cpu_kernels() -> None:
     digits from other machines' (core/numerics.py)."""
     # Deferred: torch is imported by the caller already; this module stays import-light.
     import torch
-
-    from losslab.core.numerics import pinned_capability
 
     want = pinned_capability()
     have = torch.backends.cpu.get_cpu_capability().lower()
