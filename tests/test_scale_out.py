@@ -116,14 +116,14 @@ def test_local_server_config_binds_loopback_on_the_project_store() -> None:
 def test_postgres_s3_server_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGUSER", "tracker")
     monkeypatch.setenv("PGHOST", "db.internal")
-    monkeypatch.setenv("PGPASSWORD", "pg-secret")  # read by psycopg2 itself
+    monkeypatch.setenv("PGPASSWORD", "pg-secret")  # read by libpq (psycopg) itself
     monkeypatch.setenv("LOSSLAB_S3_BUCKET", "team-bucket")
     cmd = _serve("mlflow_server=postgres_s3")
     argv = cmd.argv
     assert argv[argv.index("--backend-store-uri") + 1] == "postgresql://tracker@db.internal:5432/mlflow"
     assert argv[argv.index("--artifacts-destination") + 1] == "s3://team-bucket/losslab"
     assert argv[argv.index("--workers") + 1] == "4"
-    assert cmd.needs == ["psycopg2", "boto3"]
+    assert cmd.needs == ["psycopg", "boto3"]
     assert "pg-secret" not in cmd.shown()
 
 

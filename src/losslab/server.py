@@ -21,7 +21,9 @@ from omegaconf import DictConfig
 from losslab.core.config import compose, project_root
 from losslab.core.errors import LosslabError
 
-BACKENDS = {"sqlite": None, "postgresql": "psycopg2", "mysql": "pymysql", "mssql": "pyodbc"}
+# The driver module each backend needs in the server's environment (MLflow 3 connects to
+# postgresql:// through psycopg 3, not psycopg2: tests/test_postgres.py found it).
+BACKENDS = {"sqlite": None, "postgresql": "psycopg", "mysql": "pymysql", "mssql": "pyodbc"}
 ARTIFACT_STORES = {"s3": "boto3", "gs": "google.cloud.storage", "wasbs": "azure.storage.blob"}
 
 
