@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from losslab.core.plan import changed_by_user
@@ -23,6 +24,7 @@ def _parents(project: Path) -> list:
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags], runs
 
 
+@pytest.mark.slow  # ~15 s: a CLI run
 def test_an_overridden_run_is_named_and_described_by_what_ran(project: Path) -> None:
     args = ("run", "scenario=linear", "variant=adam", "optimizer.lr=0.05", "seeds=[0]", "fit.epochs=5", "-q")
     r = run_cli(project, *args)
@@ -37,6 +39,7 @@ def test_an_overridden_run_is_named_and_described_by_what_ran(project: Path) -> 
     assert {x.info.run_name for x in runs} == {name, f"{name}/seed=0"}
 
 
+@pytest.mark.slow  # ~20 s: a CLI run of 500 epochs
 def test_a_run_as_configured_keeps_the_variants_name_and_description(project: Path) -> None:
     r = run_cli(project, "run", "scenario=linear", "variant=adam", "seeds=[0]", "-q")
     assert r.returncode == 0, r.stderr
