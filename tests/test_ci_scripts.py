@@ -8,6 +8,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from projects import ROOT, cli_env, copy_project, git
 
 
@@ -47,3 +49,32 @@ def test_report_writes_junit_job_summary_and_a_comment_with_the_metrics_diff(tmp
     assert comment[0] == "<!-- losslab reproduce -->"
     diff = [line for line in comment if "adam.success_rate" in line]
     assert diff and "0.6" in diff[0] and "0.2" in diff[0], "\n".join(comment)
+
+
+@pytest.mark.slow  # npm install of vega and vega-lite the first time (~20 s)
+def test_the_dvc_plot_template_draws_every_seed_and_leaves_out_inf_and_nan(tmp_path: Path) -> None:
+    """`dvc plots show` renders through Vega from a CDN; here the same spec is rendered headless
+    with Vega in node: one line per variant and seed, inf/nan rows filtered out, not fatal."""
+    tools = ROOT / ".ci" / ".tools"
+    if not (tools / "node_modules" / "vega-lite").is_dir():
+        npm = [
+            "npm",
+            "install",
+            "--prefix",
+            str(tools),
+            "--no-audit",
+            "--no-fund",
+            "--silent",
+            "vega@5",
+            "vega-lite@5",
+        ]
+        subprocess.run(npm, check=True, capture_output=True, timeout=300)
+    spec = tmp_path / "spec.json"
+    r = _run(ROOT, str(Path(sys.executable).with_name("dvc")), "plots", "show", "--json", "plots/linear.csv")
+    assert r.returncode == 0, r.stderr
+    spec.write_text(r.stdout)
+    drawn = json.loads(_run(ROOT, "node", str(ROOT / ".ci" / "plot-check.cjs"), str(spec)).stdout)
+    csv_rows = (ROOT / "plots" / "linear.csv").read_text().splitlines()[1:]
+    finite = [row for row in csv_rows if row.rsplit(",", 1)[1] not in ("inf", "-inf", "nan")]
+    assert drawn["rows"] == len(csv_rows) and drawn["points"] == len(finite) < len(csv_rows)
+    assert drawn["lines"] == 5 * 5  # every variant × seed
