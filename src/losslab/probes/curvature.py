@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import nn
 from torch.func import functional_call
 
@@ -95,6 +94,10 @@ def _top(
         if n <= DENSE:
             h = np.stack([matvec(col) for col in np.eye(n)], axis=1)
             return float(np.linalg.eigvalsh((h + h.T) / 2)[-1])
+        # Deferred: scipy only where a model has more than DENSE parameters (bench/gpu_check.py
+        # runs where torch and Lightning are installed but scipy may not be).
+        from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
         op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
         v0 = np.random.default_rng(0).standard_normal(n)  # the same start on every machine
         if not matvec(v0).any():  # a flat loss (a dead head): H = 0, which ARPACK refuses
