@@ -76,7 +76,7 @@ def sharpest_seed(p: Problem) -> tuple[nn.Module, float]:
 def curvature(p: Problem, model: nn.Module, lam: float) -> Curvature:
     """SGD (momentum μ): r = lr·λ_max/(2+2μ) at init (`lam`: the model's λ_max). Any other
     optimizer (Adam, RMSprop, ...): r = the first update's size relative to the weights / 3."""
-    opt = p.optimizer(model)
+    opt = p.optimizer(model.parameters())
     group, kind = opt.param_groups[0], type(opt).__name__
     lr = float(group["lr"])
     if kind == "SGD" and math.isfinite(lam):

@@ -74,8 +74,10 @@ class Problem:
             _rebuild(model, self.rebuild)
         return model
 
-    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        opt = self.make_optimizer(model.parameters())
+    def optimizer(self, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+        """The user's optimizer over `params` (a model's, or the seeds' stacked tensors), every
+        group's lr times `lr_scale`."""
+        opt = self.make_optimizer(params)
         for g in opt.param_groups:
             g["lr"] = g["lr"] * self.lr_scale
         return opt
@@ -138,7 +140,7 @@ def train_seeds(problem: Problem) -> list[Trained]:
     """Every seed trained over every epoch: as one stacked program where that is exact, else
     seed after seed (`train`)."""
     models = [problem.model(seed) for seed in problem.seeds]
-    if not isinstance(problem.optimizer(models[0]), ELEMENTWISE) or len(models) < 2:
+    if not isinstance(problem.optimizer(models[0].parameters()), ELEMENTWISE) or len(models) < 2:
         return [train(problem, seed) for seed in problem.seeds]
     try:
         return _stacked(problem, models)
@@ -152,9 +154,7 @@ def _stacked(problem: Problem, models: list[nn.Module]) -> list[Trained]:
     params, buffers = stack_module_state(models)
     params = {k: v.detach().requires_grad_() for k, v in params.items()}
     template = models[0]
-    opt = problem.make_optimizer(params.values())
-    for g in opt.param_groups:
-        g["lr"] = g["lr"] * problem.lr_scale
+    opt = problem.optimizer(params.values())
 
     def one(p: dict, b: dict, xi: torch.Tensor) -> torch.Tensor:
         return functional_call(template, (p, b), (xi,))
@@ -198,7 +198,7 @@ def _stacked(problem: Problem, models: list[nn.Module]) -> list[Trained]:
 def train(problem: Problem, seed: int, max_steps: int | None = None) -> Trained:
     """The plain loop over every epoch (or only its first `max_steps` updates)."""
     model = problem.model(seed)
-    opt = problem.optimizer(model)
+    opt = problem.optimizer(model.parameters())
     x, y = problem.x, problem.y
     n = len(x)
     bs = problem.batch_size or n
