@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from losslab.core.config import compose, variants_of
+from losslab.core.config import compose, runs_of
 from losslab.core.criteria import Check, Expectations, check
 from losslab.core.files import diagnosis_path, results_path
 
@@ -25,9 +25,7 @@ def check_scenario(root: Path, scenario: str) -> list[Check]:
     dx = diagnosis_path(root, scenario)
     diagnoses = json.loads(dx.read_text()) if dx.is_file() else {}
     checks = []
-    # Without a `broken` variant (a user's folder) the scenario as written is checked first.
-    names = variants_of(root, scenario)
-    for name in names if "broken" in names else [None, *names]:
+    for name in runs_of(root, scenario):
         chosen = [f"variant={scenario}/{name}"] if name else []
         exp = Expectations.of(compose([f"scenario={scenario}", *chosen], root))
         name = exp.name

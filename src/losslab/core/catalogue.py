@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from losslab.core.config import available, compose, conf_dirs, variants_of
+from losslab.core.config import available, compose, conf_dirs, own_scenarios, runs_of
 from losslab.core.criteria import Expectations
 from losslab.core.errors import LosslabError
 
@@ -26,10 +26,7 @@ class Entry:
 
 def scenarios_here(root: Path) -> list[str]:
     """A project's scenarios; for a user's folder, only the folder's own."""
-    dirs = conf_dirs(root)
-    if len(dirs) == 1:
-        return available(root, "scenario")
-    return sorted(p.stem for p in (root / "scenario").glob("*.yaml"))
+    return available(root, "scenario") if len(conf_dirs(root)) == 1 else own_scenarios(root)
 
 
 def catalogue(root: Path, names: list[str] | None = None) -> list[Entry]:
@@ -41,11 +38,8 @@ def catalogue(root: Path, names: list[str] | None = None) -> list[Entry]:
             raise LosslabError(f"unknown scenario '{n}' (available: {', '.join(known)})")
     out = []
     for scenario in names or known:
-        variants = variants_of(root, scenario)
-        chosen = [[]] if "broken" not in variants else []
-        chosen += [[f"variant={scenario}/{v}"] for v in variants]
-        for extra in chosen:
-            cfg = compose([f"scenario={scenario}", *extra], root)
+        for name in runs_of(root, scenario):
+            cfg = compose([f"scenario={scenario}", *([f"variant={scenario}/{name}"] if name else [])], root)
             exp = Expectations.of(cfg)
             text = str(cfg.variant.get("description") or cfg.scenario.get("title") or "")
             out.append(Entry(scenario, exp.name, exp.role, exp.expected, exp.min_rate, text))

@@ -29,16 +29,18 @@ __all__ = [
     "epochs",
     "locate",
     "normalise",
+    "own_scenarios",
     "project_root",
+    "runs_of",
     "scenario_folder",
     "variants_of",
 ]
 
 ROOT_ENV = "LOSSLAB_ROOT"
-# Where losslab's own conf/ lies when the package is used from its source checkout
-# (src/losslab/core/config.py -> the repository root).
 # params.yaml knobs that the DVC stages pass on, and the Hydra key each one sets.
 KNOBS = {"seeds": "seeds", "epochs_scale": "epochs_scale", "accelerator": "trainer.accelerator"}
+# Where losslab's own conf/ lies when the package is used from its source checkout
+# (src/losslab/core/config.py -> the repository root).
 SHIPPED_CONF = Path(__file__).resolve().parents[3] / "conf"
 
 
@@ -79,13 +81,18 @@ def scenario_folder(path: str | Path) -> Path:
     d = Path(path).expanduser().resolve()
     if not d.is_dir():
         raise LosslabError(f"config folder {path} does not exist (expected {path}/scenario/<name>.yaml)")
-    own = sorted(p.stem for p in (d / "scenario").glob("*.yaml"))
+    own = own_scenarios(d)
     if not own:
         raise LosslabError(f"config folder {path} has no scenario/<name>.yaml (see examples/)")
-    taken = sorted(set(own) & {p.stem for p in (base_conf() / "scenario").glob("*.yaml")})
+    taken = sorted(set(own) & set(own_scenarios(base_conf())))
     if taken:
         raise LosslabError(f"{path}/scenario/{taken[0]}.yaml shadows losslab's own scenario: rename it")
     return d
+
+
+def own_scenarios(folder: Path) -> list[str]:
+    """The scenarios a folder itself holds (folder/scenario/*.yaml), by name."""
+    return sorted(p.stem for p in (folder / "scenario").glob("*.yaml"))
 
 
 def locate(config_dir: str | None, overrides: list[str]) -> tuple[Path, list[str]]:
@@ -94,7 +101,7 @@ def locate(config_dir: str | None, overrides: list[str]) -> tuple[Path, list[str
     if not config_dir:
         return project_root(), list(overrides)
     root = scenario_folder(config_dir)
-    own = sorted(p.stem for p in (root / "scenario").glob("*.yaml"))
+    own = own_scenarios(root)
     if any(o.startswith("scenario=") for o in overrides):
         return root, list(overrides)
     if len(own) > 1:
@@ -120,6 +127,13 @@ def variants_of(root: Path, scenario: str) -> list[str]:
     """A scenario's variants: the broken original first, then its fixes by name."""
     names = available(root, f"variant/{scenario}")
     return sorted(names, key=lambda n: (n != "broken", n))
+
+
+def runs_of(root: Path, scenario: str) -> list[str | None]:
+    """What a whole-scenario run goes through, in order: its variants; without a `broken`
+    one (a user's folder), the scenario as written (None, variant `base`) first."""
+    names = variants_of(root, scenario)
+    return list(names) if "broken" in names else [None, *names]
 
 
 def normalise(overrides: list[str]) -> list[str]:

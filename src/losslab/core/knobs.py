@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from losslab.core.config import KNOBS
+from losslab.core.config import KNOBS, own_scenarios
 from losslab.core.errors import LosslabError
 from losslab.core.plan import require_scenarios
 
@@ -45,7 +45,7 @@ def scenarios(root: Path, given: list[str], params_path: str | None) -> list[str
     file (default: the project's params.yaml), each checked to exist."""
     names = list(given)
     if not names and not (root / "conf").is_dir() and (root / "scenario").is_dir():
-        names = sorted(p.stem for p in (root / "scenario").glob("*.yaml"))  # a user's folder
+        names = own_scenarios(root)  # a user's folder
     if not names:
         default = root / "params.yaml"
         params = read_params(params_path or (default if default.is_file() else None))

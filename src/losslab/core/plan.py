@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from losslab.core.config import KNOBS, available, compose, project_root, variants_of
+from losslab.core.config import KNOBS, available, compose, project_root, runs_of
 from losslab.core.data import check_data
 from losslab.core.errors import LosslabError
 from losslab.core.files import check_writable, diagnosis_path, output_paths, results_path
@@ -39,10 +39,9 @@ def plan(overrides: list[str], root: Path | None = None) -> Plan:
     scenario = base.scenario.name
     chosen = any(o.startswith("variant=") for o in overrides)
     rest = [o for o in overrides if not o.startswith("variant=")]
-    names = [] if chosen else variants_of(root, scenario)
-    # Without a `broken` variant (a user's folder) the scenario as written runs first, as `base`.
-    as_written = [base] if chosen or "broken" not in names else []
-    configs = as_written + [_variant(rest, scenario, n, root) for n in names]
+    # One variant chosen: that one; else every run of the scenario (`base` = as written).
+    names = [None] if chosen else runs_of(root, scenario)
+    configs = [_variant(rest, scenario, n, root) if n else base for n in names]
     for cfg in configs:
         check_data(cfg)
     if not chosen:
