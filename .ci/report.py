@@ -31,12 +31,14 @@ MARKER = "<!-- losslab reproduce -->"  # the comment's first line: how .ci/pr-co
 
 
 def metrics_diff(root: Path, base: str) -> str:
-    """`dvc metrics diff` of the workspace against `base` (origin/<base> when that exists)."""
+    """`dvc metrics diff` of the workspace against `base` (origin/<base> when that exists),
+    over every file in metrics/: the per-variant numbers too, not only the summary that is
+    the pipeline's declared metrics."""
     remote = f"origin/{base}"
     known = subprocess.run(["git", "rev-parse", "--verify", "-q", remote], cwd=root, capture_output=True)
     ref = remote if known.returncode == 0 else base
     dvc = Path(sys.executable).with_name("dvc")
-    cmd = [str(dvc) if dvc.exists() else "dvc", "metrics", "diff", ref, "--md"]
+    cmd = [str(dvc) if dvc.exists() else "dvc", "metrics", "diff", ref, "--targets", "metrics", "-R", "--md"]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["no output"])[-1]

@@ -63,6 +63,11 @@ def test_outputs(repo: Path) -> None:
     row = next(line for line in summary.splitlines() if line.startswith("| broken | broken |"))
     assert "| diverged 5 |" in row and "x = 1..20 unscaled" in row
     assert (repo / "reports" / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    # The one declared DVC metrics file: a column per scenario in `dvc exp show`.
+    assert all(e["expectation_met"] is True for e in v.values())
+    assert json.loads((repo / "metrics" / "summary.json").read_text()) == {"linear": {"met": 1.0}}
+    shown = ok(run_tool(repo, "dvc", "metrics", "show", "--json"))
+    assert list(json.loads(shown)[""]["data"]) == ["metrics/summary.json"]
     # The doctor's reading of every variant: a file, and a column of the summary.
     diagnoses = json.loads((repo / "reports" / "linear.diagnosis.json").read_text())
     assert list(diagnoses) == list(v) and diagnoses["broken"]["cause"] == "lr_too_high"
@@ -132,8 +137,8 @@ def test_incremental_determinism_verify_and_experiments(repo: Path) -> None:
     # A second cold run of every variant: byte-identical metrics.
     assert (repo / "metrics" / "linear.json").read_bytes() == before
 
-    assert "broken.first_nonfinite_epoch" in ok(run_tool(repo, "dvc", "metrics", "show"))
-    ok(run_tool(repo, "dvc", "metrics", "diff"))
+    assert "broken.first_nonfinite_epoch" in ok(run_tool(repo, "dvc", "metrics", "show", "-R", "metrics"))
+    ok(run_tool(repo, "dvc", "metrics", "diff", "--targets", "metrics", "-R"))
 
     r = run_cli(repo, "verify")
     assert r.returncode == 0 and "5 passed, 0 failed" in r.stdout
@@ -151,6 +156,9 @@ def test_incremental_determinism_verify_and_experiments(repo: Path) -> None:
     assert sum(doc["variants"]["broken"]["outcomes"].values()) == 2
     plots = (repo / "plots" / "linear.csv").read_text().splitlines()
     assert len(plots) == 1 + 5 * 2 * 250
+    # `dvc exp show`: one metric column per scenario, not one per variant × number.
+    header = ok(run_tool(repo, "dvc", "exp", "show", "--csv")).splitlines()[0].split(",")
+    assert [c for c in header if c.endswith(".met") or "rate" in c] == ["linear.met"]
 
 
 def test_sigkill_stage_then_repro(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from losslab.core.config import compose, runs_of
-from losslab.core.criteria import Check, Expectations, check
+from losslab.core.criteria import Check, Expectations, check_entry
 from losslab.core.files import diagnosis_path, results_path
 
 
@@ -35,7 +35,5 @@ def check_scenario(root: Path, scenario: str) -> list[Check]:
             why = f"no results in {path.relative_to(root)}: run {how}"
             checks.append(Check(scenario, name, exp.expected, "—", None, exp.min_rate, False, why))
             continue
-        # Diagnoses are checked where the doctor ran, or where the variant expects one.
-        found = diagnoses.get(name, {}) if diagnoses or exp.diagnosis else None
-        checks.append(check(exp, result["outcomes"], result.get("numbers") or {}, found))
+        checks.append(check_entry(exp, result, diagnoses))
     return checks

@@ -107,7 +107,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     root, _ = _where(args)
     path = write_summary(root, scenarios(root, list(args.scenarios), args.params))
-    print(f"wrote {path.relative_to(root)}")
+    print(f"wrote {path.relative_to(root)} and metrics/summary.json")
     return 0
 
 

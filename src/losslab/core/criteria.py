@@ -196,3 +196,11 @@ def check(
                 said = f"diagnosed {cause}" if cause else "no diagnosis recorded"
                 why = (why + "; " if why else "") + f"{said}, not {'|'.join(wanted)}"
     return Check(exp.scenario, exp.name, expected, observed, rate, exp.min_rate, ok, why)
+
+
+def check_entry(exp: Expectations, entry: dict, diagnoses: dict) -> Check:
+    """A results/<s>.json entry against `exp`, the one rule `losslab verify` and the train
+    stage's `expectation_met` share. `diagnoses`: the doctor's reports by variant (empty
+    where it did not run); a variant that expects a cause and has none fails."""
+    found = diagnoses.get(exp.name, {}) if diagnoses or exp.diagnosis else None
+    return check(exp, entry["outcomes"], entry.get("numbers") or {}, found)

@@ -40,6 +40,11 @@ def results_path(root: Path, name: str) -> Path:
     return root / "results" / f"{name}.json"
 
 
+def summary_metrics_path(root: Path) -> Path:
+    """The `report` stage's DVC metrics: a few numbers per scenario, for `dvc exp show`."""
+    return root / "metrics" / "summary.json"
+
+
 def diagnosis_path(root: Path, name: str) -> Path:
     """The doctor's report on every variant of a scenario (written by its train stage)."""
     return root / "reports" / f"{name}.diagnosis.json"

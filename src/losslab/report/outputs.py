@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from losslab.core.criteria import check_entry
 from losslab.core.files import atomic_write, output_paths, results_path
 from losslab.core.results import ScenarioResult
 
@@ -24,6 +25,8 @@ def results_document(result: ScenarioResult) -> dict:
     variants = {}
     for v in result.verdicts:
         variants[v.name] = dict(v.summary)
+        # The verdict `losslab verify` would give (the report stage's metrics/summary.json).
+        variants[v.name]["expectation_met"] = check_entry(v.expectations, v.summary, result.diagnoses).ok
         d = result.diagnoses.get(v.name)
         if d is not None:
             causes = [f["cause"] for f in d["findings"]]
