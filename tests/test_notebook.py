@@ -34,3 +34,4 @@ def test_the_notebook_runs_end_to_end(prepared: Path, tmp_path: Path) -> None:
     figures = [o for o in outputs if o.output_type == "display_data"]
     assert len(figures) == 2  # the curves beside the bound, the lr sweep against 2/λ_max
     assert "lr_too_high" in text  # the doctor on the reader's own model
+    assert "cause: stale_gradients (confidence high)" in text  # the watch on a loop without zero_grad

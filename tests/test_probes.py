@@ -509,3 +509,19 @@ def test_fit_score_is_r2_or_accuracy_per_replica_and_never_rewards_a_blow_up() -
     scores = torch.eye(3)[[0, 2, 2]][None]
     assert task_of(torch.nn.CrossEntropyLoss(), classes) == "classes"
     assert float(fit_score(scores, classes, "classes")[0]) == pytest.approx(2 / 3)
+
+
+def test_top_eigenvalue_a_dozen_lanczos_steps_match_the_converged_lambda_max() -> None:
+    """The watch's cheap λ_max (12 HVPs, the model's own dtype) against the converged one."""
+    from torch.func import functional_call
+
+    from losslab.probes import top_eigenvalue
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 1))
+    x, y = torch.randn(100, 8) * 5, torch.randn(100, 1)
+    exact = lambda_max(m, nn.MSELoss(), x, y)
+    cheap = top_eigenvalue(
+        lambda p: nn.functional.mse_loss(functional_call(m, p, (x,)), y), dict(m.named_parameters())
+    )
+    assert cheap == pytest.approx(exact, rel=1e-4)

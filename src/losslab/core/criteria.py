@@ -33,6 +33,8 @@ CAUSES = (
     "shape_broadcast",
     "metric_misuse",
     "too_slow",
+    "stale_gradients",
+    "parameters_not_updated",
     "healthy",
 )
 # The default success criterion, for a scenario that names none (a user's folder): the fit

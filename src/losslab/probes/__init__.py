@@ -24,6 +24,7 @@ from losslab.probes.curvature import (
     lambda_max,
     lambda_max_stacked,
     smallest_unstable_prefix,
+    top_eigenvalue,
 )
 from losslab.probes.gradients import (
     finite_differences,
@@ -73,6 +74,7 @@ __all__ = [
     "targets_outside",
     "task_of",
     "tensor_norms",
+    "top_eigenvalue",
     "total_norm",
     "unit_report",
 ]

@@ -111,6 +111,39 @@ def _top(
         return math.nan
 
 
+def top_eigenvalue(f: Callable[[Params], torch.Tensor], params: Params, steps: int = 12) -> float:
+    """λ_max of the Hessian of any scalar function of named tensors, cheaply (to watch a
+    training, doctor/observer.py): `steps` Lanczos iterations, one HVP each, on the tensors'
+    own device and dtype, fully reorthogonalised. Lanczos finds the extreme eigenvalues
+    first, so a dozen products pin λ_max even where a ± pair throws power iteration off."""
+    p = {k: v.detach() for k, v in params.items()}
+    keys = list(p)
+    sizes = [p[k].numel() for k in keys]
+    n = sum(sizes)
+    if n == 0:
+        return 0.0
+    first = next(iter(p.values()))
+    gen = torch.Generator(device="cpu").manual_seed(0)  # the same start on every machine
+    q = torch.randn(n, generator=gen, dtype=torch.float64).to(device=first.device, dtype=first.dtype)
+    basis, alphas, betas = [q / q.norm()], [], []
+    for _ in range(min(steps, n)):
+        v = {k: c.reshape(p[k].shape) for k, c in zip(keys, torch.split(basis[-1], sizes), strict=True)}
+        hv = hvp(f, p, v)
+        w = torch.cat([hv[k].reshape(-1) for k in keys])
+        if not bool(torch.isfinite(w).all()):
+            return math.nan
+        alphas.append(float(w @ basis[-1]))
+        for b in basis:  # full reorthogonalisation: a dozen vectors, cheap next to an HVP
+            w = w - (w @ b) * b
+        beta = float(w.norm())
+        if beta < 1e-10 * max(1.0, abs(alphas[-1])):  # an invariant subspace: T is exact
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    off = betas[: len(alphas) - 1]
+    return float(np.linalg.eigvalsh(np.diag(alphas) + np.diag(off, 1) + np.diag(off, -1))[-1])
+
+
 def _own_params(model: nn.Module) -> Params:
     return {k: v.detach() for k, v in model.named_parameters()}
 
