@@ -161,3 +161,14 @@ def test_bad_input_is_one_line_and_never_breaks_the_loop(capsys: pytest.CaptureF
         opt.step()
     d = w.report()
     assert any("not a scalar" in n for n in d.notes) and math.isfinite(w.seen.losses[-1])
+
+
+def test_saturated_tanh_units_are_noted() -> None:
+    m = _mlp()
+    opt = torch.optim.SGD(m.parameters(), lr=1e-4)
+    w = losslab.watch(m, opt, nn.MSELoss())
+    x, y = _data()
+    _train(m, opt, nn.MSELoss(), x * 1000, y, epochs=2)  # every tanh input far past ±4
+    d = w.report()
+    assert w.seen.saturated["1"] > 0.5
+    assert any("units after `1` are saturated" in n for n in d.notes)

@@ -213,8 +213,9 @@ class DoctorCallback(*_callback_bases()):  # type: ignore[misc]
         try:
             obs.seen.accuracy_logged = any("acc" in k.lower() for k in trainer.callback_metrics)
             self.diagnosis = d = obs.report()
-            self._say(d)
-            self._write(trainer, d)
+            if getattr(trainer, "is_global_zero", True):  # one report per fit, not one per rank
+                self._say(d)
+                self._write(trainer, d)
         except Exception as e:
             obs.fail(e)
 

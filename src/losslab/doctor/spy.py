@@ -138,7 +138,7 @@ class Activity:
 
     def _hook(self, name: str, relu: bool) -> Callable:
         def hook(_m: nn.Module, _inp: object, out: object) -> None:
-            if self.paused or not torch.is_tensor(out) or out.ndim < 2:
+            if self.paused or not torch.is_grad_enabled() or not torch.is_tensor(out) or out.ndim < 2:
                 return
             o = out.detach()
             if relu:

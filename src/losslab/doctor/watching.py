@@ -129,6 +129,9 @@ def judge(s: Seen) -> Diagnosis:
     outcome = s.outcome()
     seeds = [outcome]
     notes = list(s.notes)
+    pinned = {k: v for k, v in s.saturated.items() if v > 0.5}
+    for name, share in pinned.items():  # not a cause of its own: it explains a stall
+        notes.append(f"{share:.0%} of the units after `{name}` are saturated (pinned at their ends)")
     if not s.known_optimizer and s.optimizer:
         notes.append(f"no stability bound is known for {s.optimizer}: the lr is judged from the loss alone")
     decisive = _decisive(s)
