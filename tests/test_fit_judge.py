@@ -37,6 +37,7 @@ def test_fit_then_judge_reproduces_the_committed_linear_broken_entry(prepared: P
     verdict = judge(records, Expectations.of(cfg))
     committed = json.loads((ROOT / "results" / "linear.json").read_text())["variants"]["broken"]
     assert committed.pop("diagnosis")["cause"] == "lr_too_high"  # the pipeline's doctor adds it
+    assert committed.pop("expectation_met") is True  # and the verdict `losslab verify` would give
     assert _close(verdict.summary, committed)
     assert verdict.check.ok and [o.label for o in verdict.outcomes] == ["diverged"] * 5
 
