@@ -20,13 +20,13 @@ OUTPUTS = ("metrics", "results", "plots")
 
 def _digests(proj: Path) -> dict[str, str]:
     files = [p for d in OUTPUTS for p in sorted((proj / d).glob("*")) if p.is_file()]
-    files.append(proj / "reports" / "summary.md")
+    files += [proj / "reports" / "summary.md", *sorted((proj / "maps").glob("*.csv"))]
     return {str(p.relative_to(proj)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def _cold_run(dest: Path) -> dict[str, str]:
     proj = copy_project(dest)
-    for d in (*OUTPUTS, "reports"):
+    for d in (*OUTPUTS, "reports", "maps"):
         shutil.rmtree(proj / d)  # nothing of an earlier run survives
     git(proj, "init", "-q")
     git(proj, "add", "-A")

@@ -28,6 +28,7 @@ from types import FrameType
 from losslab.cli.commands import (
     cmd_doctor,
     cmd_list,
+    cmd_map,
     cmd_prepare,
     cmd_report,
     cmd_run,
@@ -72,6 +73,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", action="store_true", help=quiet)
     sp.set_defaults(func=cmd_run)
 
+    sp = sub.add_parser("map", help="a stability map: every lr × one knob × seed trained as one program")
+    sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scenario=linear map.lr.num=400")
+    sp.set_defaults(func=cmd_map)
+
     sp = sub.add_parser("list", help="the scenarios and their variants: role, expectation, description")
     sp.add_argument("scenarios", nargs="*", help="default: every scenario (of --config-dir, if given)")
     sp.set_defaults(func=cmd_list)
@@ -104,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=5000)
     sp.set_defaults(func=cmd_ui)
-    for name in ("prepare", "run", "list", "doctor", "verify", "report"):
+    for name in ("prepare", "run", "map", "list", "doctor", "verify", "report"):
         sub.choices[name].add_argument("--config-dir", metavar="DIR", help=CONFIG_DIR)
     return p
 

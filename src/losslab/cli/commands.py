@@ -18,6 +18,7 @@ from losslab.core.config import compose, locate
 from losslab.core.data import check_data, prepare
 from losslab.core.errors import LosslabError
 from losslab.core.files import atomic_write
+from losslab.core.grid import map_config
 from losslab.core.knobs import knob_overrides, read_params, scenarios
 from losslab.core.plan import plan
 from losslab.report.junit import junit_xml
@@ -69,6 +70,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     diagnose = diagnose_verdict if checked.base.doctor.enabled else None
     result = run(checked, tracker, figures, diagnose, Progress(quiet=args.quiet))
     print(result_text(result, checked.root), flush=True)
+    return 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    root, overrides = _where(args)
+    cfg, grid = map_config(overrides, root)  # bad input is answered here, before torch loads
+    check_data(cfg)
+    tracker = TrackerProcess.open(cfg)
+    try:
+        # Deferred: torch (~2 s) only once the grid is known to be sound.
+        from losslab.engine.runtime import prepare_process
+        from losslab.mapping import track  # (the same)
+    except BaseException:
+        tracker.abort()
+        raise
+    prepare_process(grid.accelerator)
+    result, _ = track(cfg, grid, tracker)
+    agree, far = result.agreement()
+    conv, s = float(result.converged.mean()), grid.scenario
+    print(f"{s}: {grid.size:,} trainings in {result.seconds:.1f} s; {conv:.0%} of cells converged; "
+          f"lr < 2/λ_max agrees with the outcome in {agree:.1%} of {far} cells off the line")  # fmt: skip
+    print(f"wrote maps/{s}.csv and maps/{s}.png; MLflow experiment {s}-map")
     return 0
 
 

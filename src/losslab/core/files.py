@@ -40,6 +40,11 @@ def results_path(root: Path, name: str) -> Path:
     return root / "results" / f"{name}.json"
 
 
+def map_paths(root: Path, name: str) -> tuple[Path, Path]:
+    """A scenario's stability map: one row per cell, and its figure (`losslab map`)."""
+    return root / "maps" / f"{name}.csv", root / "maps" / f"{name}.png"
+
+
 def summary_metrics_path(root: Path) -> Path:
     """The `report` stage's DVC metrics: a few numbers per scenario, for `dvc exp show`."""
     return root / "metrics" / "summary.json"

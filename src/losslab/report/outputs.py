@@ -60,7 +60,7 @@ def metrics_document(result: ScenarioResult, key: list[str]) -> dict:
     return out
 
 
-def _number(value: float) -> str:
+def csv_number(value: float) -> str:
     """A loss as the CSV keeps it: 9 significant digits, and inf, -inf and nan apart."""
     if math.isnan(value):
         return "nan"
@@ -77,7 +77,7 @@ def plots_csv(result: ScenarioResult) -> str:
     for v in result.verdicts:
         for i, seed in enumerate(v.records.seeds):
             for e, value in enumerate(v.records.curves["loss"][i], start=1):
-                w.writerow([v.name, seed, e, _number(float(value))])
+                w.writerow([v.name, seed, e, csv_number(float(value))])
     return buf.getvalue()
 
 

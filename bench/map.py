@@ -1,0 +1,210 @@
+"""What the stability-map engine costs: against the practical limit, vmap, and one run at a time.
+
+For `linear` (one neuron, x = 1…20, full-batch SGD on the MSE, a grid of lr × data-set size
+× seed) and `xor` (2-H-1 sigmoid MLPs, widths 2…32), all measured in one run on this machine:
+
+  engine   losslab.engine.batched.train_sgd (what `losslab map` runs)
+  limit    a hand-written batched loop: stacked weights, the backward written out, no host
+           sync (the practical limit for plain PyTorch)
+  vmap     vmap(grad(functional_call)) over the stacked nn.Module, plain SGD step
+  single   one configuration at a time: a plain PyTorch loop (nn.Linear, SGD, MSELoss), and
+           `fit` (the single-run path `losslab run` uses), timed on a few and per config
+
+Then 1,000,000 `linear` configurations × 500 epochs through the engine (chunked as
+`losslab map` chunks them, 2 threads), its peak memory, and GFLOP/s against a large torch.mm.
+
+    .venv/bin/python bench/map.py [--configs 10000] [--epochs 500] [--million]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, stack_module_state, vmap
+
+from losslab.engine.batched import CPU_CHUNK, Stacked, train_sgd
+
+X = torch.arange(1.0, 21.0)
+Y = 0.5 * X
+
+
+def _linear_grid(c: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    lr = torch.exp(torch.empty(c).uniform_(np.log(1e-4), np.log(0.3), generator=g))
+    count = torch.randint(2, 21, (c,), generator=g)
+    w = torch.empty(c).uniform_(-(3**0.5), 3**0.5, generator=g)
+    return lr, count, w, torch.zeros(c)
+
+
+def limit_linear(lr, count, w, b, epochs: int) -> torch.Tensor:
+    """The hand-written batched loop: what plain PyTorch can do at best for this grid."""
+    w, b = w.clone(), b.clone()
+    mask = torch.arange(20)[None, :] < count[:, None]
+    scale = (2.0 / count.double()).float()[:, None]
+    cnt = count.float()
+    for _ in range(epochs):
+        r = torch.where(mask, w[:, None] * X + b[:, None] - Y, 0.0)
+        loss = (r * r).sum(1) / cnt
+        g = r * scale
+        w -= lr * (g * X).sum(1)
+        b -= lr * g.sum(1)
+    return loss
+
+
+def engine_linear(lr, count, w, b, epochs: int) -> torch.Tensor:
+    net = Stacked([w.view(-1, 1, 1).clone()], [b.view(-1, 1).clone()], None, None)
+    return train_sgd(net, X[:, None], Y[:, None], lr, epochs, count=count).final
+
+
+def vmap_linear(lr, count, w, b, epochs: int) -> torch.Tensor:
+    c = len(w)
+    base = nn.Linear(1, 1)
+    params = {"weight": w.view(c, 1, 1).clone(), "bias": b.view(c, 1).clone()}
+    mask = (torch.arange(20)[None, :] < count[:, None]).float()
+
+    def loss(p, m, n):
+        out = functional_call(base, p, (X[:, None],))[:, 0]
+        return (((out - Y) * m) ** 2).sum() / n
+
+    step = vmap(grad(loss))
+    for _ in range(epochs):
+        gr = step(params, mask, count.float())
+        params = {k: v - lr.view(-1, *[1] * (v.ndim - 1)) * gr[k] for k, v in params.items()}
+    return vmap(loss)(params, mask, count.float())
+
+
+def single_linear(lr: float, n: int, w: float, epochs: int) -> float:
+    m = nn.Linear(1, 1)
+    with torch.no_grad():
+        m.weight.fill_(w)
+        m.bias.zero_()
+    opt = torch.optim.SGD(m.parameters(), lr=lr)
+    x, y = X[:n, None], Y[:n, None]
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(m(x), y)
+        loss.backward()
+        opt.step()
+    return float(loss)
+
+
+def _xor_stack(c: int, width: int) -> tuple[Stacked, torch.Tensor]:
+    torch.manual_seed(width)
+    models = [nn.Sequential(nn.Linear(2, width), nn.Sigmoid(), nn.Linear(width, 1)) for _ in range(c)]
+    params = {k: v.detach() for k, v in stack_module_state(models)[0].items()}
+    weights, biases = [params["0.weight"], params["2.weight"]], [params["0.bias"], params["2.bias"]]
+    net = Stacked(weights, biases, "sigmoid", None)
+    return net, torch.exp(torch.empty(c).uniform_(np.log(1e-2), np.log(30.0)))
+
+
+XOR_X = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+XOR_Y = torch.tensor([[0.0], [1.0], [1.0], [0.0]])
+
+
+def limit_xor(net: Stacked, lr: torch.Tensor, epochs: int) -> torch.Tensor:
+    w1, w2 = (t.detach().clone() for t in net.weights)
+    b1, b2 = (t.detach().clone() for t in net.biases)
+    lr3, lr2 = lr.view(-1, 1, 1), lr.view(-1, 1)
+    for _ in range(epochs):
+        h = torch.sigmoid(torch.matmul(XOR_X, w1.transpose(1, 2)) + b1[:, None, :])
+        out = torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2))
+        r = out - XOR_Y
+        loss = (r * r).mean((1, 2))
+        g = r * 0.5
+        dh = torch.bmm(g, w2) * h * (1 - h)
+        w2 -= lr3 * torch.bmm(g.transpose(1, 2), h)
+        b2 -= lr2 * g.sum(1)
+        w1 -= lr3 * torch.matmul(dh.transpose(1, 2), XOR_X)
+        b1 -= lr2 * dh.sum(1)
+    return loss
+
+
+def _time(fn, *args) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--configs", type=int, default=10_000)
+    ap.add_argument("--epochs", type=int, default=500)
+    ap.add_argument("--million", action="store_true", help="also 1,000,000 linear configs (2 threads)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    c, e = args.configs, args.epochs
+    grid = _linear_grid(c)
+    t_limit, l_limit = _time(limit_linear, *grid, e)
+    t_engine, l_engine = _time(engine_linear, *grid, e)
+    t_vmap, _ = _time(vmap_linear, *grid, e)
+    k = 20
+    lr, count, w, _ = grid
+    one = [(float(lr[i]), int(count[i]), float(w[i])) for i in range(k)]
+    t_single, _ = _time(lambda: [single_linear(*cfg, e) for cfg in one])
+    per_single = t_single / k
+    fin = torch.isfinite(l_limit) & (l_limit > 1e-3)
+    same = bool((torch.isfinite(l_engine) == torch.isfinite(l_limit)).all())
+    rel = float(((l_engine[fin] - l_limit[fin]).abs() / l_limit[fin]).max())
+    print(
+        f"linear, {c:,} configs × {e} epochs, 1 thread (one run; engine vs limit: the same inf/NaN "
+        f"configs {same}, final losses > 1e-3 within {rel:.1e} relative)"
+    )
+    print(f"  limit (hand-written)  {t_limit:8.2f} s")
+    print(f"  engine                {t_engine:8.2f} s   {t_engine / t_limit:5.2f}× the limit")
+    print(f"  vmap(grad(...))       {t_vmap:8.2f} s   {t_vmap / t_limit:5.2f}× the limit")
+    print(
+        f"  one at a time (loop)  {per_single * 1e3:8.2f} ms per config -> engine is "
+        f"{per_single / (t_engine / c):,.0f}× faster per config"
+    )
+    try:
+        from losslab.core.config import compose  # Deferred: the single-run path needs the project
+        from losslab.fit import fit  # Deferred: see above
+
+        cfg = compose(["scenario=linear", "variant=linear/broken", "seeds=[0]"])
+        fit(cfg)  # warm-up
+        t_fit, _ = _time(lambda: [fit(cfg) for _ in range(3)])
+        print(
+            f"  one at a time (fit)   {t_fit / 3 * 1e3:8.0f} ms per config -> engine is "
+            f"{t_fit / 3 / (t_engine / c):,.0f}× faster per config"
+        )
+    except Exception as ex:  # outside a project: say why and go on
+        print(f"  one at a time (fit)   skipped: {type(ex).__name__}: {ex}")
+
+    for width in (2, 8, 32):
+        cx = c // 3
+        net, lrx = _xor_stack(cx, width)
+        t_l, _ = _time(limit_xor, net, lrx, e)
+        t_e, _ = _time(train_sgd, net, XOR_X, XOR_Y, lrx, e)
+        print(
+            f"xor width {width:>2}, {cx:,} configs × {e}: limit {t_l:6.2f} s, engine {t_e:6.2f} s "
+            f"({t_e / t_l:4.2f}×)"
+        )
+
+    a = torch.randn(2048, 2048)
+    t_mm, _ = _time(lambda: [a @ a for _ in range(5)])
+    mm = 5 * 2 * 2048**3 / t_mm / 1e9
+    flops = 12 * 20 * c * e  # per config-epoch: ~12 flops per data row, forward and backward
+    print(f"GFLOP/s: engine {flops / t_engine / 1e9:.2f} (linear), torch.mm 2048² {mm:.1f} (1 thread)")
+
+    if args.million:
+        torch.set_num_threads(2)
+        n, chunk = 1_000_000, CPU_CHUNK
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.perf_counter()
+        for lo in range(0, n, chunk):
+            engine_linear(*_linear_grid(chunk, seed=lo), e)
+        took = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(
+            f"1,000,000 linear configs × {e} epochs, 2 threads, chunks of {chunk:,}: {took:.1f} s, "
+            f"peak RSS {peak:.2f} GiB (was {before / 2**20:.2f} GiB before)"
+        )
+
+
+if __name__ == "__main__":
+    main()

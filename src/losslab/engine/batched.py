@@ -1,0 +1,169 @@
+"""Thousands of small MLPs trained as one tensor program: the stability maps' engine.
+
+Every configuration (a learning rate, a data-set size, a seed) is one slice of stacked
+weights [C, out, in]; full-batch gradient descent with the MSE loss runs on all slices at
+once, the backward written out (the chain rule per layer, a few batched matmuls), with no
+host synchronisation inside the epoch loop. `vmap(grad(functional_call))` computes the same
+numbers but is 5-17× slower on these tiny layers (bench/map.py): its per-op batching rules
+cost more than the arithmetic. The numbers are those of the single-run path (autograd, one
+model per seed) to float32 rounding; tests/test_maps.py checks it per epoch, diverging
+cells included. A data-set size axis is a mask over the rows (configuration c sees its first
+count[c] rows), so different sizes still train as one tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
+# Configurations per chunk on a CPU: the per-epoch tensors then stay in cache, which beats
+# bigger chunks by ~1.3× on this memory-bound work (bench/map.py); a GPU takes all it can.
+CPU_CHUNK = 8192
+
+
+@dataclass
+class Stacked:
+    """C stacked MLPs of one shape: weights[l] is [C, out, in], biases[l] is [C, out]."""
+
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+    activation: str | None  # between layers
+    output_activation: str | None
+
+    @classmethod
+    def of(cls, models: list[nn.Sequential]) -> Stacked:
+        """Stack same-shaped `mlp`s (Linear layers, one activation kind, an optional head)."""
+        first = models[0]
+        linears = [i for i, m in enumerate(first) if isinstance(m, nn.Linear)]
+        kinds = [ACTIVATIONS.get(type(m)) for m in first if not isinstance(m, nn.Linear)]
+        if any(not isinstance(m, (nn.Linear, *ACTIVATIONS)) for m in first):
+            raise ValueError(
+                "the batched engine trains Linear layers with ReLU, Sigmoid or Tanh between them"
+            )
+        head = kinds[-1] if len(first) > linears[-1] + 1 else None
+        hidden = kinds[0] if kinds and (head is None or len(kinds) > 1) else None
+        weights = [torch.stack([m[i].weight.detach() for m in models]) for i in linears]
+        biases = [torch.stack([m[i].bias.detach() for m in models]) for i in linears]
+        return cls(weights, biases, hidden, head)
+
+    def to(self, device: torch.device | str) -> Stacked:
+        return Stacked(
+            [w.to(device) for w in self.weights],
+            [b.to(device) for b in self.biases],
+            self.activation,
+            self.output_activation,
+        )
+
+    def __len__(self) -> int:
+        return self.weights[0].shape[0]
+
+
+@dataclass
+class Trace:
+    """What each configuration did: first and last epoch's loss, the first epoch (1-based)
+    whose loss was inf or NaN (0: none), and the per-epoch loss of the configurations kept."""
+
+    initial: torch.Tensor  # [C]
+    final: torch.Tensor  # [C]
+    first_nonfinite: torch.Tensor  # [C] int64
+    curves: torch.Tensor  # [K, epochs] for `keep`
+
+
+def _act(kind: str | None, z: torch.Tensor) -> torch.Tensor:
+    if kind == "relu":
+        return torch.relu(z)
+    if kind == "sigmoid":
+        return torch.sigmoid(z)
+    if kind == "tanh":
+        return torch.tanh(z)
+    return z
+
+
+def _act_grad(kind: str | None, z: torch.Tensor, h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """g · act'(z), from the activation's output h where that is cheaper."""
+    if kind == "relu":
+        return g * (z > 0)
+    if kind == "sigmoid":
+        return g * (h * (1 - h))
+    if kind == "tanh":
+        return g * (1 - h * h)
+    return g
+
+
+def _affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """h [N, in] (shared) or [C, N, in] times w [C, out, in]^T plus b: [C, N, out]."""
+    c, out, inp = w.shape
+    if out == 1 and inp == 1:  # one weight per configuration: a multiply beats a 1×1 matmul
+        return torch.addcmul(b.view(c, 1, 1), h if h.ndim == 3 else h[None], w.view(c, 1, 1))
+    if h.ndim == 2:
+        return torch.matmul(h, w.transpose(1, 2)) + b[:, None, :]
+    return torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
+
+
+def _weight_grad(delta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """δ [C, N, out] and the layer's input h [N, in] or [C, N, in]: dW [C, out, in]."""
+    if delta.shape[2] == 1 and h.shape[-1] == 1:
+        return (delta * h).sum(1, keepdim=True)
+    if h.ndim == 2:
+        return torch.matmul(delta.transpose(1, 2), h)
+    return torch.bmm(delta.transpose(1, 2), h)
+
+
+def train_sgd(
+    net: Stacked,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: torch.Tensor,
+    epochs: int,
+    count: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
+) -> Trace:
+    """Full-batch SGD (no momentum) on the mean squared error, every configuration at once.
+
+    x [N, in], y [N, out] are shared; `count` [C] gives each configuration its first count[c]
+    rows (None: all N); `lr` [C]; `keep`: indices whose per-epoch loss is returned. The
+    weights in `net` are updated in place.
+    """
+    c = len(net)
+    n, k = y.shape
+    rows = torch.full((c,), float(n), dtype=x.dtype, device=x.device) if count is None else count.to(x.dtype)
+    mask = None if count is None else (torch.arange(n, device=x.device)[None, :] < count[:, None])[..., None]
+    norm = (2.0 / (rows.double() * k)).to(x.dtype).view(c, 1, 1)  # as mse_loss_backward scales
+    denom = (rows * k).view(c)
+    step = lr.to(x.dtype)
+    keep = keep if keep is not None else torch.zeros(0, dtype=torch.long, device=x.device)
+    curves = torch.empty(len(keep), epochs, dtype=x.dtype, device=x.device)
+    first_bad = torch.zeros(c, dtype=torch.long, device=x.device)
+    initial = final = torch.empty(0)
+    layers = len(net.weights)
+    for epoch in range(epochs):
+        hs, zs, h = [x], [], x
+        for i, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
+            z = _affine(h, w, b)
+            h = _act(net.output_activation if i == layers - 1 else net.activation, z)
+            if mask is not None and i < layers - 1:  # rows a configuration does not have: 0, never
+                h = torch.where(mask, h, 0.0)  # inf (0·inf would be NaN in its weight gradient)
+            zs.append(z)
+            hs.append(h)
+        r = h - y if mask is None else torch.where(mask, h - y, 0.0)
+        loss = (r * r).sum((1, 2)) / denom
+        if epoch == 0:
+            initial = loss
+        final = loss
+        bad = ~torch.isfinite(loss) & (first_bad == 0)
+        first_bad = torch.where(bad, epoch + 1, first_bad)
+        if len(keep):
+            curves[:, epoch] = loss[keep]
+        g = r * norm
+        for i in range(layers - 1, -1, -1):
+            kind = net.output_activation if i == layers - 1 else net.activation
+            g = _act_grad(kind, zs[i], hs[i + 1], g)
+            dw, db = _weight_grad(g, hs[i]), g.sum(1)
+            if i:
+                g = torch.bmm(g, net.weights[i]) if net.weights[i].shape[1:] != (1, 1) else g * net.weights[i]
+            net.weights[i].sub_(step.view(c, 1, 1) * dw)
+            net.biases[i].sub_(step.view(c, 1) * db)
+    return Trace(initial, final, first_bad, curves)

@@ -1,0 +1,105 @@
+"""A stability map as files: maps/<scenario>.csv (one row per cell) and the figure.
+
+The figure puts the second axis across and the learning rate up (log): each cell coloured
+by its outcome shares (green converged, orange rising, red diverged, grey neither), darker
+where the final loss is higher; the theory line 2/λ_max through it; the scenario's own
+variants marked where they sit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+from losslab.report.outputs import csv_number
+
+COLUMNS = ("lr", "seeds", "converged", "rising", "diverged", "final_loss", "critical_lr")
+
+
+def map_csv(
+    axis: str,
+    values: np.ndarray,
+    lrs: np.ndarray,
+    seeds: int,
+    shares: dict[str, np.ndarray],
+    final: np.ndarray,
+    critical: np.ndarray,
+) -> str:
+    """Rows: lr fastest, then the axis value; shares are [values, lrs] arrays."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["lr", axis, *COLUMNS[1:]])
+    for vi, value in enumerate(values):
+        for li, lr in enumerate(lrs):
+            row = [shares[k][vi, li] for k in ("converged", "rising", "diverged")]
+            shown = int(value) if float(value).is_integer() else value
+            numbers = (csv_number(final[vi, li]), csv_number(critical[vi]))
+            w.writerow([csv_number(lr), shown, seeds, *(f"{s:.4g}" for s in row), *numbers])
+    return buf.getvalue()
+
+
+def map_png(
+    axis: str,
+    values: np.ndarray,
+    lrs: np.ndarray,
+    shares: dict[str, np.ndarray],
+    final: np.ndarray,
+    critical: np.ndarray,
+    marks: Sequence[tuple[str, float, float]],
+    title: str,
+) -> bytes:
+    """The map as PNG bytes (matplotlib, Agg)."""
+    import matplotlib  # Deferred: matplotlib (~0.8 s) only where a figure is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # Deferred: see above
+
+    green, orange, red, grey = (
+        np.array(c) for c in ([0.2, 0.65, 0.3], [0.95, 0.6, 0.1], [0.85, 0.15, 0.15], [0.6, 0.6, 0.6])
+    )
+    conv, rise, div = shares["converged"], shares["rising"], shares["diverged"]
+    other = np.clip(1 - conv - rise - div, 0, 1)
+    rgb = conv[..., None] * green + rise[..., None] * orange + div[..., None] * red + other[..., None] * grey
+    finite = np.isfinite(final) & (final > 0)
+    if finite.any():  # shade: the higher the final loss among the finite ones, the darker
+        logs = np.log10(np.where(finite, final, np.nan))
+        lo, hi = np.nanmin(logs), np.nanmax(logs)
+        shade = np.where(finite, 1 - 0.45 * (logs - lo) / max(hi - lo, 1e-12), 1.0)
+        rgb = rgb * np.nan_to_num(shade, nan=1.0)[..., None]
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    ax.pcolormesh(
+        _edges(values, log=False), _edges(lrs, log=True), np.transpose(rgb, (1, 0, 2)), shading="flat"
+    )
+    ax.plot(values, critical, color="black", lw=2, label="theory: lr = 2/λ_max")
+    for name, value, lr in marks:
+        ax.plot([value], [lr], "o", ms=8, mfc="white", mec="black")
+        ax.annotate(name, (value, lr), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylim(lrs.min(), lrs.max())
+    ax.set_xlabel(axis)
+    ax.set_ylabel("learning rate")
+    ax.set_title(title, fontsize=10)
+    from matplotlib.patches import Patch  # Deferred: see above
+
+    kinds = ((green, "converged"), (orange, "rising"), (red, "diverged"), (grey, "neither"))
+    legend = [Patch(color=c, label=k) for c, k in kinds]
+    ax.legend(handles=[*legend, *ax.get_lines()[:1]], loc="lower left", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _edges(centres: np.ndarray, log: bool) -> np.ndarray:
+    """Cell edges around sorted centres (geometric midpoints on a log axis)."""
+    c = np.log(centres) if log else centres.astype(float)
+    if len(c) == 1:
+        e = np.array([c[0] - 0.5, c[0] + 0.5])
+    else:
+        mid = (c[1:] + c[:-1]) / 2
+        e = np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]])
+    return np.exp(e) if log else e

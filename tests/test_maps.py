@@ -1,0 +1,119 @@
+"""Stability maps: the batched engine against the single-run path, the theory line, the
+command's files and run, and bad input answered before anything trains."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from losslab.core.config import compose
+from losslab.core.grid import map_config
+from losslab.engine.runtime import prepare_process
+from losslab.fit import fit
+from losslab.mapping import run_map
+from projects import run_cli, run_statuses
+
+
+def _same(got: np.ndarray, ref: np.ndarray) -> None:
+    """Per epoch to 1e-5 relative, inf/NaN at the same epochs. Where the loss has fallen
+    below 1e-6 of its first value it is float32 rounding of the residuals (two correct
+    float32 programs differ there by percents), so only the absolute size is compared."""
+    assert np.array_equal(np.isfinite(ref), np.isfinite(got))
+    assert np.array_equal(np.isnan(ref), np.isnan(got))
+    fin = np.isfinite(ref)
+    floor = 1e-6 * abs(ref[0])
+    np.testing.assert_allclose(got[fin], ref[fin], rtol=1e-5, atol=floor)
+
+
+@pytest.mark.slow
+def test_the_batched_engine_gives_the_single_run_paths_losses(prepared: Path) -> None:
+    prepare_process("cpu")
+    cfg, grid = map_config(["scenario=linear", "map.lr.num=40", "map.seeds=[0,2]"], prepared)
+    # (n_points index, seed index, lr index): converging, far past the line (inf then NaN),
+    # just past it (slow growth), tiny lr (still falling), on both seeds.
+    keep = {(3, 1, 30): 0, (10, 0, 35): 1, (18, 0, 5): 2, (18, 1, 26): 3, (0, 0, 39): 4}
+    result = run_map(cfg, grid, keep)
+    for (vi, si, li), slot in keep.items():
+        n, seed, lr = int(grid.values[vi]), grid.seeds[si], float(grid.lrs[li])
+        single = compose(
+            [
+                "scenario=linear",
+                "variant=linear/broken",
+                f"data.n_points={n}",
+                f"seeds=[{seed}]",
+                f"optimizer.lr={lr}",
+            ],
+            prepared,
+        )
+        _same(result.curves[slot], fit(single).curves["loss"][0])
+    assert not np.isfinite(result.curves[1][-1])  # a diverging cell was among them
+
+
+@pytest.mark.slow
+def test_the_linear_map_follows_two_over_lambda_max(prepared: Path) -> None:
+    prepare_process("cpu")
+    cfg, grid = map_config(["scenario=linear", "map.lr.num=80", "map.seeds=[0,1]"], prepared)
+    result = run_map(cfg, grid)
+    x = np.arange(1.0, 21.0)
+    for n, crit in zip(grid.values.astype(int), result.critical_lr, strict=True):
+        xs = x[:n]  # the closed form: H = (2/N)·[[Σx², Σx], [Σx, N]]
+        lam = np.linalg.eigvalsh(2 / n * np.array([[xs @ xs, xs.sum()], [xs.sum(), n]]))[-1]
+        assert crit == pytest.approx(2 / lam, rel=1e-9)
+    agree, far = result.agreement(0.02)
+    assert far > 1000 and agree >= 0.99
+
+
+@pytest.mark.slow
+def test_map_command_writes_the_csv_the_figure_and_one_mlflow_run(project: Path) -> None:
+    r = run_cli(project, "map", "scenario=linear", "map.lr.num=24", "map.seeds=[0,1]")
+    assert r.returncode == 0, r.stderr
+    assert "trainings in" in r.stdout and "agrees with the outcome in" in r.stdout
+    rows = list(csv.DictReader((project / "maps" / "linear.csv").open()))
+    assert len(rows) == 24 * 19
+    assert list(rows[0]) == [
+        "lr",
+        "n_points",
+        "seeds",
+        "converged",
+        "rising",
+        "diverged",
+        "final_loss",
+        "critical_lr",
+    ]
+    assert {r["seeds"] for r in rows} == {"2"}
+    assert (project / "maps" / "linear.png").read_bytes()[:4] == b"\x89PNG"
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("linear-map")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["role"] == "map"
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"linear.csv", "linear.png"}
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["map.axis.values=[]"], "map.axis (data.n_points) is empty"),
+        (["map.lr.start=-0.1"], "must be positive, got -0.1"),
+        (["map.lr.values=[0.01,0]"], "map.lr must be positive, got 0"),
+        (["map.axis.knob=model.depth"], "map.axis.knob must be one of"),
+        (["map.memory_mib=0.0001"], "more than map.memory_mib=0.0001"),
+        (["map.axis.values=[2.5]"], "must be a positive integer"),
+        (["map.seeds=[]"], "map.seeds must be a non-empty list"),
+    ],
+)
+def test_bad_grids_are_one_line_before_anything_trains(project: Path, args: list[str], said: str) -> None:
+    before = {p.name: p.read_bytes() for p in (project / "maps").glob("*")}
+    r = run_cli(project, "map", "scenario=linear", *args)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and said in lines[0], r.stderr
+    assert {p.name: p.read_bytes() for p in (project / "maps").glob("*")} == before
+    assert run_statuses(project) == []
+
+
+def test_a_scenario_without_a_map_says_which_have_one(project: Path) -> None:
+    r = run_cli(project, "map", "scenario=scratch_backprop")
+    assert r.returncode == 2 and "no map for scenario 'scratch_backprop' (maps: linear)" in r.stderr
