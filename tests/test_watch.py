@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import losslab
+from losslab.doctor import Diagnosis, Watch
 
 
 def _data(
@@ -42,22 +43,24 @@ def _train(model: nn.Module, opt: torch.optim.Optimizer, loss_fn, x, y, epochs: 
             opt.step()
 
 
-def test_healthy_loop_is_healthy_with_no_finding() -> None:
+def _watched(data: tuple[torch.Tensor, torch.Tensor], lr: float = 0.05, head_left_out: bool = False,
+             **train) -> tuple[Watch, Diagnosis]:  # fmt: skip
+    """The MLP trained by `_train` on `data` with SGD at `lr`, watched; (watch, report)."""
     m = _mlp()
-    opt = torch.optim.SGD(m.parameters(), lr=0.05)
+    opt = torch.optim.SGD(m[0].parameters() if head_left_out else m.parameters(), lr=lr)
     w = losslab.watch(m, opt, nn.MSELoss())
-    _train(m, opt, nn.MSELoss(), *_data())
-    d = w.report()
+    _train(m, opt, nn.MSELoss(), *data, **train)
+    return w, w.report()
+
+
+def test_healthy_loop_is_healthy_with_no_finding() -> None:
+    _, d = _watched(_data())
     assert (d.cause, d.confidence, d.findings, d.seeds) == ("healthy", "high", [], ["improving"])
     json.dumps(d.to_dict(), allow_nan=False)  # the doctor's JSON, strict
 
 
 def test_too_high_sgd_lr_is_lr_too_high_with_the_curvature_number() -> None:
-    m = _mlp()
-    opt = torch.optim.SGD(m.parameters(), lr=3.0)
-    w = losslab.watch(m, opt, nn.MSELoss())
-    _train(m, opt, nn.MSELoss(), *_data())
-    d = w.report()
+    _, d = _watched(_data(), lr=3.0)
     assert d.cause == "lr_too_high" and d.confidence == "medium"  # no counterfactual ran
     f = d.findings[0]
     assert f.evidence["ratio"] > 1 and f.evidence["critical_lr"] < 3.0
@@ -66,12 +69,8 @@ def test_too_high_sgd_lr_is_lr_too_high_with_the_curvature_number() -> None:
 
 
 def test_targets_of_shape_n_against_outputs_n_1_is_shape_broadcast() -> None:
-    m = _mlp()
-    opt = torch.optim.SGD(m.parameters(), lr=0.05)
-    w = losslab.watch(m, opt, nn.MSELoss())
     with pytest.warns(UserWarning):  # PyTorch's own warning, which scrolls by
-        _train(m, opt, nn.MSELoss(), *_data(flat=True), epochs=3)
-    d = w.report()
+        _, d = _watched(_data(flat=True), epochs=3)
     assert (d.cause, d.confidence) == ("shape_broadcast", "high")
     assert d.findings[0].evidence == {"compared_pairs": 32.0 * 32, "expected_pairs": 32.0}
 
@@ -90,21 +89,13 @@ def test_a_hand_written_loss_that_broadcasts_is_seen_too() -> None:
 
 
 def test_nan_rows_are_nonfinite_data_at_the_first_bad_batch() -> None:
-    m = _mlp()
-    opt = torch.optim.SGD(m.parameters(), lr=0.05)
-    w = losslab.watch(m, opt, nn.MSELoss())
-    _train(m, opt, nn.MSELoss(), *_data(nan_rows=(100, 101)), epochs=2)
-    d = w.report()
+    _, d = _watched(_data(nan_rows=(100, 101)), epochs=2)
     assert (d.cause, d.confidence) == ("nonfinite_data", "high")
     assert d.findings[0].evidence == {"rows": 2.0, "step": 3.0}  # rows 100, 101: the 4th batch of 32
 
 
 def test_a_loop_without_zero_grad_is_stale_gradients_not_lr_too_high() -> None:
-    m = _mlp()
-    opt = torch.optim.SGD(m.parameters(), lr=0.05)
-    w = losslab.watch(m, opt, nn.MSELoss())
-    _train(m, opt, nn.MSELoss(), *_data(), zero=False)
-    d = w.report()
+    _, d = _watched(_data(), zero=False)
     assert d.seeds[0] in ("diverged", "rising")  # it blows up like a too-high lr would
     assert (d.cause, d.confidence) == ("stale_gradients", "high")
     ev = d.findings[0].evidence
@@ -113,11 +104,7 @@ def test_a_loop_without_zero_grad_is_stale_gradients_not_lr_too_high() -> None:
 
 
 def test_a_layer_left_out_of_the_optimizer_is_parameters_not_updated() -> None:
-    m = _mlp()
-    opt = torch.optim.SGD(m[0].parameters(), lr=0.05)  # the head is forgotten
-    w = losslab.watch(m, opt, nn.MSELoss())
-    _train(m, opt, nn.MSELoss(), *_data(), epochs=3)
-    d = w.report()
+    _, d = _watched(_data(), head_left_out=True, epochs=3)  # the head is forgotten
     assert (d.cause, d.confidence) == ("parameters_not_updated", "high")
     assert "2.weight" in d.findings[0].summary and d.findings[0].evidence == {"parameters": 2.0}
 
@@ -164,11 +151,7 @@ def test_bad_input_is_one_line_and_never_breaks_the_loop(capsys: pytest.CaptureF
 
 
 def test_saturated_tanh_units_are_noted() -> None:
-    m = _mlp()
-    opt = torch.optim.SGD(m.parameters(), lr=1e-4)
-    w = losslab.watch(m, opt, nn.MSELoss())
     x, y = _data()
-    _train(m, opt, nn.MSELoss(), x * 1000, y, epochs=2)  # every tanh input far past ±4
-    d = w.report()
+    w, d = _watched((x * 1000, y), lr=1e-4, epochs=2)  # every tanh input far past ±4
     assert w.seen.saturated["1"] > 0.5
     assert any("units after `1` are saturated" in n for n in d.notes)

@@ -203,7 +203,7 @@ def outputs(result: MapResult, root: Path, marked: list[tuple[str, float, float]
     return text, png
 
 
-def track(cfg: DictConfig, grid: Grid, tracker: TrackerProcess) -> tuple[MapResult, str]:
+def track(cfg: DictConfig, grid: Grid, tracker: TrackerProcess) -> MapResult:
     """Train the map, write its files and log one MLflow run (experiment `<scenario>-map`)
     holding both; an interrupt ends the run KILLED and writes nothing."""
     key = "map"
@@ -234,4 +234,4 @@ def track(cfg: DictConfig, grid: Grid, tracker: TrackerProcess) -> tuple[MapResu
             tracker.end_all("KILLED" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "FAILED")
         tracker.abort()
         raise
-    return result, tracker.compare_url(experiment, [])
+    return result

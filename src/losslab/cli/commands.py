@@ -86,7 +86,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         tracker.abort()
         raise
     prepare_process(grid.accelerator)
-    result, _ = track(cfg, grid, tracker)
+    result = track(cfg, grid, tracker)
     agree, far = result.agreement()
     conv, s = float(result.converged.mean()), grid.scenario
     print(f"{s}: {grid.size:,} trainings in {result.seconds:.1f} s; {conv:.0%} of cells converged; "

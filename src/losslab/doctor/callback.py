@@ -138,7 +138,6 @@ class DoctorCallback(*_callback_bases()):  # type: ignore[misc]
             return
         if trainer.optimizers:
             self.observer.read_optimizer(trainer.optimizers[0])
-        self.observer.spy.output = None
 
     @guarded
     def on_train_batch_start(self, trainer: Any, pl_module: nn.Module, batch: Any, batch_idx: int) -> None:
@@ -196,7 +195,6 @@ class DoctorCallback(*_callback_bases()):  # type: ignore[misc]
             obs.stepped()
         bad = obs.seen.nonfinite_batch is not None or obs.seen.first_nonfinite is not None
         if self.stop_on_nonfinite and bad:
-            obs.seen.stopped_early = True
             trainer.should_stop = True
             self._finish(trainer)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from losslab.doctor.problem import Problem, train
@@ -46,6 +47,16 @@ class Curvature:
 UPDATE_RATIO = 3.0  # first update / weights, per layer (rms): past ~3-5 a step overshoots
 
 
+def relative_update(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> float:
+    """The largest rms(ΔW)/rms(W) over the weight matrices (ndim ≥ 2) of `before`."""
+    ratios = [
+        float((after[k].detach() - w).pow(2).mean().sqrt() / w.pow(2).mean().sqrt().clamp_min(1e-12))
+        for k, w in before.items()
+        if w.ndim >= 2
+    ]
+    return max(ratios) if ratios else math.nan
+
+
 def update_ratio(p: Problem) -> float:
     """The largest rms(ΔW)/rms(W) over the weight matrices after the first update. Adaptive
     optimizers move every weight by ~lr whatever the gradient, so this is their scale of
@@ -53,12 +64,7 @@ def update_ratio(p: Problem) -> float:
     between consecutive steps on small MLPs; see docs/doctor.md)."""
     before = {k: v.detach().clone() for k, v in p.model(p.seeds[0]).named_parameters()}
     after = dict(train(p.but(epochs=max(p.epochs, 1)), p.seeds[0], max_steps=1).model.named_parameters())
-    ratios = [
-        float((after[k].detach() - w).pow(2).mean().sqrt() / w.pow(2).mean().sqrt().clamp_min(1e-12))
-        for k, w in before.items()
-        if w.ndim >= 2
-    ]
-    return max(ratios) if ratios else math.nan
+    return relative_update(before, after)
 
 
 def sharpest_seed(p: Problem) -> tuple[nn.Module, float]:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from losslab.doctor.curvature import relative_update
 from losslab.doctor.evidence import standardised
 from losslab.doctor.report import Diagnosis
 from losslab.doctor.seen import Moment, Seen, nonfinite_rows, optimizer_facts
@@ -47,16 +48,6 @@ def guarded(fn: Callable) -> Callable:
             return None
 
     return hook
-
-
-def update_size(before: dict[str, torch.Tensor], model: nn.Module) -> float:
-    """The largest rms(ΔW)/rms(W) over weight matrices after one step."""
-    now = dict(model.named_parameters())
-    ratios = [
-        float((now[k].detach() - w).pow(2).mean().sqrt() / w.pow(2).mean().sqrt().clamp_min(1e-12))
-        for k, w in before.items()
-    ]
-    return max(ratios) if ratios else math.nan
 
 
 class Observer:
@@ -124,7 +115,10 @@ class Observer:
             s.lowest = value
         if epoch is not None:
             s.epochs.append(epoch)
-        if math.isfinite(value) or s.nonfinite_batch is not None or s.first_nonfinite != len(s.losses) - 1:
+        if math.isfinite(value) or s.first_nonfinite is not None:
+            return
+        s.first_nonfinite = len(s.losses) - 1
+        if s.nonfinite_batch is not None:
             return
         for where, t in self.current.items():
             if rows := nonfinite_rows(t):
@@ -172,7 +166,7 @@ class Observer:
     def stepped(self) -> None:
         """After an optimizer step: the first update's size (adaptive optimizers)."""
         if self.seen.steps == 0 and self.before:
-            self.seen.update_ratio = update_size(self.before, self.model)
+            self.seen.update_ratio = relative_update(self.before, dict(self.model.named_parameters()))
             self.before = {}
         self.seen.steps += 1
 

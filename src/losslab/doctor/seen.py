@@ -62,17 +62,12 @@ class Seen:
     distinct_targets: int = 0
     accuracy_logged: bool = False
     notes: list[str] = field(default_factory=list)
-    stopped_early: bool = False  # stop_on_nonfinite ended the fit
     lowest: float = math.inf  # the lowest finite loss so far
+    first_nonfinite: int | None = None  # the index of the first inf/NaN loss (step or batch)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
-
-    @property
-    def first_nonfinite(self) -> int | None:
-        """The first recorded loss that was inf or NaN (its index: step or batch)."""
-        return next((i for i, v in enumerate(self.losses) if not math.isfinite(v)), None)
 
     def rose_sharply(self) -> bool:
         """The latest loss is non-finite, or past RISE× the lowest so far and above the first."""
