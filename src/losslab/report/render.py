@@ -53,4 +53,7 @@ class FigurePool:
         return self._pool.submit(_render, name, *args)
 
     def close(self, cancel: bool = False) -> None:
-        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        """Always waits (at most the figure being drawn): on 3.11, an executor left shutting
+        down at interpreter exit races its own wake-up pipe (`OSError: Bad file descriptor`
+        printed by `concurrent.futures`' atexit hook), which an interrupt must not print."""
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
