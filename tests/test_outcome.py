@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from losslab.core.outcome import classify
+from losslab.core.outcome import OUTCOMES, classify, classify_many, tail_length
 
 
 def test_inf_then_nan_records_both_epochs() -> None:
@@ -61,3 +61,47 @@ def test_a_loss_bouncing_without_descending_is_oscillating_not_improving() -> No
     assert classify(zigzag, 0.0, 0.9).label == "oscillating"
     falling = np.exp(-0.1 * np.arange(40)) * (1 + 0.1 * (-1.0) ** np.arange(40))
     assert classify(falling, 0.0, 0.9).label == "improving"  # noisy, but descending
+
+
+def _curves(rng: np.random.Generator, epochs: int) -> list[np.ndarray]:
+    """Every kind of curve `classify` tells apart, with noise, at this length."""
+    t = np.arange(epochs, dtype=np.float64)
+    out = [
+        10 * 0.9**t,  # converged
+        1 + 0.01 * t,  # rising
+        np.full(epochs, 3.0),  # plateau
+        5 + 2 * (-1.0) ** t,  # oscillating
+        10 / (1 + 0.01 * t),  # improving or stalled
+        np.where(t > epochs // 2, np.inf, 1 + t),  # diverged
+        np.r_[1e18, np.full(epochs - 1, 4.8e5)],  # a dead head after one blow-up
+    ]
+    out += [np.abs(c + rng.normal(0, s, epochs)) for c in out[:5] for s in (1e-4, 0.05, 0.5)]
+    out += [np.exp(np.cumsum(rng.normal(0, 0.2, epochs))) for _ in range(40)]
+    return out
+
+
+def test_classify_many_labels_as_classify_does() -> None:
+    """What the maps use (first, last and last quarter's losses per run) gives the label the
+    single-run verdict gives, for every kind of curve and length, `solved` included."""
+    rng = np.random.default_rng(0)
+    for epochs in (1, 3, 7, 16, 20, 500):
+        curves = _curves(rng, epochs)
+        solved = rng.random(len(curves)) < 0.3
+        t = tail_length(epochs)
+        tail = np.stack([c[-t:] for c in curves])
+        for given in (None, solved):
+            got = classify_many(
+                np.array([c[0] for c in curves]),
+                np.array([c[-1] for c in curves]),
+                tail,
+                np.array([not np.all(np.isfinite(c)) for c in curves]),
+                epochs,
+                0.01,
+                0.5,
+                given,
+            )
+            want = [
+                classify(c, 0.01, 0.5, None if given is None else bool(given[i])).label
+                for i, c in enumerate(curves)
+            ]
+            assert [OUTCOMES[i] for i in got] == want, epochs

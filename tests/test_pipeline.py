@@ -175,6 +175,7 @@ def test_sigkill_stage_then_repro(tmp_path: Path) -> None:
     proj = copy_project(tmp_path / "repo")
     params = proj / "params.yaml"
     text = re.sub(r"(?m)^scenarios: .*$", "scenarios: [linear]", params.read_text())
+    text = re.sub(r"(?m)^maps: .*$", "maps: [linear]", text)
     params.write_text(text.replace("epochs_scale: 1.0", "epochs_scale: 0.5"))
     git(proj, "init", "-q")
     git(proj, "add", "-A")

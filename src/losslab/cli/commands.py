@@ -81,16 +81,17 @@ def cmd_map(args: argparse.Namespace) -> int:
     try:
         # Deferred: torch (~2 s) only once the grid is known to be sound.
         from losslab.engine.runtime import prepare_process
-        from losslab.mapping import track  # (the same)
+        from losslab.mapping.track import track  # (the same)
     except BaseException:
         tracker.abort()
         raise
     prepare_process(grid.accelerator)
     result = track(cfg, grid, tracker)
-    agree, far = result.agreement()
-    conv, s = float(result.converged.mean()), grid.scenario
-    print(f"{s}: {grid.size:,} trainings in {result.seconds:.1f} s; {conv:.0%} of cells converged; "
-          f"lr < 2/λ_max agrees with the outcome in {agree:.1%} of {far} cells off the line")  # fmt: skip
+    (agree, far), (ended, _) = result.agreement(), result.agreement(by="outcome")
+    conv, s = float(result.shares["converged"].mean()), grid.scenario
+    print(f"{s}: {grid.size:,} trainings in {result.seconds:.1f} s; {conv:.0%} of them converged")
+    print(f"lr > 2/λ_max agrees with 'the loss rises at some epoch' in {agree:.1%} and with 'the run "
+          f"ends unstable' in {ended:.1%} of the {far} cells off the line")  # fmt: skip
     print(f"wrote maps/{s}.csv and maps/{s}.png; MLflow experiment {s}-map")
     return 0
 

@@ -95,3 +95,46 @@ def classify(
 def finite_or_none(v: float | None) -> float | None:
     """JSON and DVC have no inf/NaN: a non-finite number is written as null."""
     return v if v is not None and math.isfinite(v) else None
+
+
+def tail_length(epochs: int) -> int:
+    """How many last losses `classify` looks at (its oscillation window; the plateau's is
+    the last `max(2, epochs // 4)` of them): what a batched run keeps per configuration."""
+    return min(epochs, max(8, epochs // 4))
+
+
+def classify_many(
+    initial: np.ndarray,
+    final: np.ndarray,
+    tail: np.ndarray,
+    nonfinite: np.ndarray,
+    epochs: int,
+    converge_below: float,
+    improve_factor: float = 0.5,
+    solved: np.ndarray | None = None,
+) -> np.ndarray:
+    """`classify` for many runs at once, from what a batched run keeps of each: its first
+    and last loss, its last `tail_length(epochs)` losses [runs, T], whether any loss was
+    inf or NaN. The same rules in the same order; returns indices into OUTCOMES."""
+    initial, final = np.asarray(initial, np.float64), np.asarray(final, np.float64)
+    tail = np.asarray(tail, np.float64).reshape(len(initial), -1)
+    label = np.full(len(initial), OUTCOMES.index("improving"))
+    with np.errstate(all="ignore"):
+        label[final > improve_factor * initial] = OUTCOMES.index("stalled")
+        label[final > initial * (1 + 1e-3)] = OUTCOMES.index("rising")
+        if epochs >= 16:
+            d = np.diff(tail, axis=1)
+            flips = np.mean(np.sign(d[:, 1:]) != np.sign(d[:, :-1]), axis=1)
+            swing = np.median(np.abs(d), axis=1)
+            t = np.arange(tail.shape[1]) - (tail.shape[1] - 1) / 2
+            slope = (tail * t).sum(1) / (t * t).sum()
+            drift = np.abs(slope) * (tail.shape[1] - 1)
+            osc = (flips >= 0.5) & (swing >= 0.15 * np.abs(np.median(tail, axis=1))) & (drift < 2 * swing)
+            label[osc] = OUTCOMES.index("oscillating")
+        if epochs >= 4:
+            plateau = tail[:, -max(2, epochs // 4) :]
+            flat = plateau.max(1) - plateau.min(1) <= 1e-3 * np.abs(plateau.mean(1))
+            label[flat] = OUTCOMES.index("stalled")
+        label[solved if solved is not None else final < converge_below] = OUTCOMES.index("converged")
+    label[np.asarray(nonfinite, bool)] = OUTCOMES.index("diverged")
+    return label

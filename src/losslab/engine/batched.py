@@ -70,6 +70,8 @@ class Trace:
     final: torch.Tensor  # [C]
     first_nonfinite: torch.Tensor  # [C] int64
     curves: torch.Tensor  # [K, epochs] for `keep`
+    tail: torch.Tensor  # [C, T]: every configuration's last T losses (what `classify` reads)
+    peak: torch.Tensor  # [C]: the highest loss of any epoch (NaN once it was NaN)
 
 
 def _act(kind: str | None, z: torch.Tensor) -> torch.Tensor:
@@ -120,12 +122,14 @@ def train_sgd(
     epochs: int,
     count: torch.Tensor | None = None,
     keep: torch.Tensor | None = None,
+    tail: int = 0,
 ) -> Trace:
     """Full-batch SGD (no momentum) on the mean squared error, every configuration at once.
 
     x [N, in], y [N, out] are shared; `count` [C] gives each configuration its first count[c]
-    rows (None: all N); `lr` [C]; `keep`: indices whose per-epoch loss is returned. The
-    weights in `net` are updated in place.
+    rows (None: all N); `lr` [C]; `keep`: indices whose per-epoch loss is returned; `tail`:
+    how many last losses of every configuration to return. The weights in `net` are
+    updated in place.
     """
     c = len(net)
     n, k = y.shape
@@ -136,8 +140,9 @@ def train_sgd(
     step = lr.to(x.dtype)
     keep = keep if keep is not None else torch.zeros(0, dtype=torch.long, device=x.device)
     curves = torch.empty(len(keep), epochs, dtype=x.dtype, device=x.device)
+    last = torch.empty(c, tail, dtype=x.dtype, device=x.device)
     first_bad = torch.zeros(c, dtype=torch.long, device=x.device)
-    initial = final = torch.empty(0)
+    initial = final = peak = torch.empty(0)
     layers = len(net.weights)
     for epoch in range(epochs):
         hs, zs, h = [x], [], x
@@ -151,12 +156,14 @@ def train_sgd(
         r = h - y if mask is None else torch.where(mask, h - y, 0.0)
         loss = (r * r).sum((1, 2)) / denom
         if epoch == 0:
-            initial = loss
-        final = loss
+            initial = peak = loss
+        final, peak = loss, torch.maximum(peak, loss)
         bad = ~torch.isfinite(loss) & (first_bad == 0)
         first_bad = torch.where(bad, epoch + 1, first_bad)
         if len(keep):
             curves[:, epoch] = loss[keep]
+        if epoch >= epochs - tail:
+            last[:, epoch - epochs + tail] = loss
         g = r * norm
         for i in range(layers - 1, -1, -1):
             kind = net.output_activation if i == layers - 1 else net.activation
@@ -166,4 +173,12 @@ def train_sgd(
                 g = torch.bmm(g, net.weights[i]) if net.weights[i].shape[1:] != (1, 1) else g * net.weights[i]
             net.weights[i].sub_(step.view(c, 1, 1) * dw)
             net.biases[i].sub_(step.view(c, 1) * db)
-    return Trace(initial, final, first_bad, curves)
+    return Trace(initial, final, first_bad, curves, last, peak)
+
+
+def outputs(net: Stacked, x: torch.Tensor) -> torch.Tensor:
+    """Every configuration's outputs on the shared inputs x [N, in]: [C, N, out]."""
+    h, layers = x, len(net.weights)
+    for i, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
+        h = _act(net.output_activation if i == layers - 1 else net.activation, _affine(h, w, b))
+    return h

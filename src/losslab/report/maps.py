@@ -1,9 +1,10 @@
 """A stability map as files: maps/<scenario>.csv (one row per cell) and the figure.
 
 The figure puts the second axis across and the learning rate up (log): each cell coloured
-by its outcome shares (green converged, orange rising, red diverged, grey neither), darker
-where the final loss is higher; the theory line 2/λ_max through it; the scenario's own
-variants marked where they sit.
+by its outcome shares (green converged, orange rising, purple oscillating, red diverged,
+grey stalled or improving), darker
+where the final loss is higher; the theory line 2/λ_max through it, dashed white where the
+loss measurably started to rise; the scenario's own variants marked where they sit.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import numpy as np
 
 from losslab.report.outputs import csv_number
 
-COLUMNS = ("lr", "seeds", "converged", "rising", "diverged", "final_loss", "critical_lr")
+# The outcome shares, in `core.outcome.OUTCOMES` terms: the three the map is about first.
+SHARES = ("converged", "rising", "diverged", "oscillating", "stalled", "improving")
+COLUMNS = ("lr", "seeds", *SHARES, "rose", "final_loss", "critical_lr")
 
 
 def map_csv(
@@ -25,16 +28,18 @@ def map_csv(
     lrs: np.ndarray,
     seeds: int,
     shares: dict[str, np.ndarray],
+    rose: np.ndarray,
     final: np.ndarray,
     critical: np.ndarray,
 ) -> str:
-    """Rows: lr fastest, then the axis value; shares are [values, lrs] arrays."""
+    """Rows: lr fastest, then the axis value; shares and `rose` (the share of seeds whose
+    loss went above its first value at some epoch) are [values, lrs] arrays."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["lr", axis, *COLUMNS[1:]])
     for vi, value in enumerate(values):
         for li, lr in enumerate(lrs):
-            row = [shares[k][vi, li] for k in ("converged", "rising", "diverged")]
+            row = [*(shares[k][vi, li] for k in SHARES), rose[vi, li]]
             shown = int(value) if float(value).is_integer() else value
             numbers = (csv_number(final[vi, li]), csv_number(critical[vi]))
             w.writerow([csv_number(lr), shown, seeds, *(f"{s:.4g}" for s in row), *numbers])
@@ -46,6 +51,7 @@ def map_png(
     values: np.ndarray,
     lrs: np.ndarray,
     shares: dict[str, np.ndarray],
+    rose: np.ndarray,
     final: np.ndarray,
     critical: np.ndarray,
     marks: Sequence[tuple[str, float, float]],
@@ -57,12 +63,15 @@ def map_png(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # Deferred: see above
 
-    green, orange, red, grey = (
-        np.array(c) for c in ([0.2, 0.65, 0.3], [0.95, 0.6, 0.1], [0.85, 0.15, 0.15], [0.6, 0.6, 0.6])
-    )
-    conv, rise, div = shares["converged"], shares["rising"], shares["diverged"]
-    other = np.clip(1 - conv - rise - div, 0, 1)
-    rgb = conv[..., None] * green + rise[..., None] * orange + div[..., None] * red + other[..., None] * grey
+    colours = {
+        "converged": [0.2, 0.65, 0.3],
+        "rising": [0.95, 0.6, 0.1],
+        "oscillating": [0.55, 0.3, 0.75],
+        "diverged": [0.85, 0.15, 0.15],
+    }
+    grey = np.array([0.6, 0.6, 0.6])
+    other = np.clip(1 - sum(shares[k] for k in colours), 0, 1)
+    rgb = other[..., None] * grey + sum(shares[k][..., None] * np.array(c) for k, c in colours.items())
     finite = np.isfinite(final) & (final > 0)
     if finite.any():  # shade: the higher the final loss among the finite ones, the darker
         logs = np.log10(np.where(finite, final, np.nan))
@@ -74,6 +83,9 @@ def map_png(
         _edges(values, log=False), _edges(lrs, log=True), np.transpose(rgb, (1, 0, 2)), shading="flat"
     )
     ax.plot(values, critical, color="black", lw=2, label="theory: lr = 2/λ_max")
+    if len(values) > 1 and len(lrs) > 1 and rose.min() <= 0.5 <= rose.max():
+        ax.contour(values, lrs, rose.T, levels=[0.5], colors="white", linestyles="--", linewidths=1.5)
+        ax.plot([], [], "w--", label="measured: above it the loss rises at some epoch")
     for name, value, lr in marks:
         ax.plot([value], [lr], "o", ms=8, mfc="white", mec="black")
         ax.annotate(name, (value, lr), textcoords="offset points", xytext=(6, 4), fontsize=8)
@@ -84,9 +96,9 @@ def map_png(
     ax.set_title(title, fontsize=10)
     from matplotlib.patches import Patch  # Deferred: see above
 
-    kinds = ((green, "converged"), (orange, "rising"), (red, "diverged"), (grey, "neither"))
-    legend = [Patch(color=c, label=k) for c, k in kinds]
-    ax.legend(handles=[*legend, *ax.get_lines()[:1]], loc="lower left", fontsize=8)
+    legend = [Patch(color=c, label=k) for k, c in [*colours.items(), ("stalled or improving", grey)]]
+    lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+    ax.legend(handles=[*legend, *lines], loc="lower left", fontsize=8, facecolor="0.85")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

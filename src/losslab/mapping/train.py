@@ -5,14 +5,15 @@ axis the variant's config is composed with that value (so data, scaling and the 
 exactly those of `losslab run`), each seed's model is built as the single-run path builds
 it, and every (lr, value, seed) trains as one stacked tensor program (`engine.batched`),
 in chunks sized to the memory budget. A data-set size axis on unscaled data shares one
-tensor: configuration c sees its first n rows. Each cell gets the share of seeds that
-converged, rose or diverged, the median final loss and the theory bound 2/λ_max at the
-seeds' initial weights (float64 Hessian-vector products, median over seeds).
+tensor: configuration c sees its first n rows. Every training gets the outcome `losslab run`
+would give that seed (`core.outcome.classify_many`: the same rules, from the first, last
+and last quarter's losses, and the scenario's own success criterion where it is a margin
+on the outputs); each cell, the share of seeds per outcome, the median final loss and the
+theory bound 2/λ_max at the seeds' initial weights (float64 HVPs, median over seeds).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -21,17 +22,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from losslab.core.config import compose, variants_of
-from losslab.core.errors import Interrupted
-from losslab.core.files import atomic_write, map_paths
+from losslab.core.config import compose
+from losslab.core.criteria import MARGIN, Criterion
+from losslab.core.errors import LosslabError
 from losslab.core.grid import Grid, chunk_size
+from losslab.core.outcome import OUTCOMES, classify_many, tail_length
 from losslab.engine import build
-from losslab.engine.batched import CPU_CHUNK, Stacked, train_sgd
+from losslab.engine.batched import CPU_CHUNK, Stacked, outputs, train_sgd
 from losslab.probes import lambda_max
-from losslab.report.maps import map_csv, map_png
-from losslab.tracking.writer import TrackerProcess
+from losslab.probes.inputs import class_margin
+
+UNSTABLE = ("diverged", "rising", "oscillating")  # what the bound says happens above the line
 
 
 @dataclass
@@ -39,21 +42,26 @@ class MapResult:
     """One row per cell (lr fastest, then the axis), the bound per axis value."""
 
     grid: Grid
-    converged: np.ndarray  # [values, lrs] share of seeds
-    rising: np.ndarray
-    diverged: np.ndarray
+    shares: dict[str, np.ndarray]  # outcome -> [values, lrs] share of seeds, for every OUTCOME
     final_loss: np.ndarray  # median over seeds (inf/NaN where they ended so)
     critical_lr: np.ndarray  # [values]
+    labels: np.ndarray  # [values, seeds, lrs]: each training's outcome (index into OUTCOMES)
+    rose: np.ndarray  # [values, lrs]: share of seeds whose loss went above its first value
+    epochs: int
     seconds: float = 0.0
     curves: dict[int, np.ndarray] = field(default_factory=dict)  # kept cells' per-epoch loss
 
-    def agreement(self, margin: float = 0.02) -> tuple[float, int]:
-        """Share of cells farther than `margin` from the line whose majority outcome is
-        what the bound says (unstable — diverged or rising — iff lr > critical_lr)."""
+    def agreement(self, margin: float = 0.02, by: str = "rose") -> tuple[float, int]:
+        """Share of the cells farther than `margin` from the line where the majority of
+        seeds did what the bound says, and how many such cells there are. `rose`: the loss
+        went up at some epoch iff lr > critical_lr (the symptom users ask about; on a
+        quadratic, gradient descent below the line never raises the loss). `outcome`: the
+        run ended unstable (diverged, rising or oscillating) iff lr > critical_lr."""
         lr = self.grid.lrs[None, :]
         crit = self.critical_lr[:, None]
         far = np.abs(lr / crit - 1) > margin
-        unstable = (self.diverged + self.rising) > 0.5
+        ended = sum(self.shares[k] for k in UNSTABLE)
+        unstable = (self.rose if by == "rose" else ended) > 0.5
         agree = unstable == (lr > crit)
         n = int(far.sum())
         return (float(agree[far].mean()) if n else math.nan), n
@@ -98,6 +106,13 @@ def prepare_map(cfg: DictConfig, grid: Grid) -> Ready:
         dm.setup()
         models = _models(vcfg, grid.seeds)
         ready.append((vcfg, dm, models, chunk_size(grid, _bytes_per_config(models, len(dm.x)))))
+    crit = Criterion.of(ready[0][0])  # the variant's (a variant may change the criterion)
+    if crit.number is not None and (crit.number != MARGIN or grid.knob == "data.n_points"):
+        raise LosslabError(
+            f"a map judges success on the final loss or on a margin over all training rows; "
+            f"scenario '{grid.scenario}' is judged on {crit.number}: set "
+            f"scenario.outcome.solved=null and scenario.outcome.converge_below=<loss>"
+        )
     return ready
 
 
@@ -112,22 +127,36 @@ def _groups(grid: Grid, ready: Ready) -> list[tuple[list[int], object, torch.Ten
     return [([vi], r[1], None) for vi, r in enumerate(ready)]
 
 
+def _solved(crit: Criterion, net: Stacked, x: torch.Tensor, y: torch.Tensor) -> np.ndarray | None:
+    """Each configuration's success by the scenario's own criterion where it is a margin on
+    the training outputs (as `fit` judges it); None: judged on the final loss."""
+    if crit.number != MARGIN or crit.bound is None:
+        return None
+    out = outputs(net, x)
+    out = torch.sigmoid(out) if crit.link == "sigmoid" else out
+    margin = class_margin(out.reshape(len(net), -1), y).double().cpu().numpy()
+    return np.asarray([crit.bound.met(float(m)) for m in margin])
+
+
 def run_map(
     cfg: DictConfig,
     grid: Grid,
     keep: dict[tuple[int, int, int], int] | None = None,
     ready: Ready | None = None,
 ) -> MapResult:
-    """Train the grid; `keep`: (value index, seed index, lr index) -> slot, whose per-epoch
+    """Train the grid and label every training as `losslab run` labels a seed
+    (`core.outcome`); `keep`: (value index, seed index, lr index) -> slot, whose per-epoch
     loss lands in `MapResult.curves` (the exactness test)."""
     ready = ready if ready is not None else prepare_map(cfg, grid)
     start = time.perf_counter()
     auto = grid.accelerator == "auto" and torch.cuda.is_available()
     device = torch.device("cuda" if grid.accelerator in ("gpu", "cuda") or auto else "cpu")
     nv, ns, nl = len(grid.values), len(grid.seeds), len(grid.lrs)
-    finals, initial = np.empty((nv, ns, nl)), np.empty((nv, ns, nl))
-    bad = np.zeros((nv, ns, nl), dtype=bool)
+    finals, labels = np.empty((nv, ns, nl)), np.empty((nv, ns, nl), dtype=np.int8)
+    rose = np.empty((nv, ns, nl), dtype=bool)
     crit = np.empty(nv)
+    criterion = Criterion.of(ready[0][0])
+    epochs = grid.epochs or round(ready[0][0].fit.epochs * ready[0][0].epochs_scale)
     result_curves: dict[int, np.ndarray] = {}
     for vi, (vcfg, dm, models, _) in enumerate(ready):  # the theory line, per value
         loss_fn = instantiate(vcfg.loss)
@@ -137,7 +166,6 @@ def run_map(
         vcfg, _, models, per = ready[members[0]]
         per = min(ready[m][3] for m in members)
         per = min(per, CPU_CHUNK) if device.type == "cpu" else per
-        epochs = grid.epochs or round(vcfg.fit.epochs * vcfg.epochs_scale)
         x, y = dm.x.to(device), dm.y.to(device)
         base = Stacked.of(models)
         total = len(members) * ns * nl
@@ -151,87 +179,24 @@ def run_map(
             wanted = [(j, keep[c]) for j, c in enumerate(cells) if keep and c in keep]
             k = torch.as_tensor([j for j, _ in wanted], dtype=torch.long, device=device)
             count = None if counts is None else counts[vi].to(device)
-            trace = train_sgd(net, x, y, lrs[li].to(device), epochs, count=count, keep=k)
+            trace = train_sgd(net, x, y, lrs[li].to(device), epochs, count, k, tail_length(epochs))
             at = (vi.numpy(), si.numpy(), li.numpy())
             finals[at] = trace.final.double().cpu().numpy()
-            initial[at] = trace.initial.double().cpu().numpy()
-            bad[at] = trace.first_nonfinite.cpu().numpy() > 0
+            above = trace.peak > trace.initial * (1 + 1e-3)  # as `rising` compares the final
+            rose[at] = (above | (trace.first_nonfinite > 0) | trace.peak.isnan()).cpu().numpy()
+            labels[at] = classify_many(
+                trace.initial.cpu().numpy(),
+                finals[at],
+                trace.tail.cpu().numpy(),
+                trace.first_nonfinite.cpu().numpy() > 0,
+                epochs,
+                criterion.converge_below,
+                criterion.improve_factor,
+                None if counts is not None else _solved(criterion, net, x, y),
+            )
             for row, (_, slot) in enumerate(wanted):
                 result_curves[slot] = trace.curves[row].double().cpu().numpy()
-    below = float(cfg.scenario.outcome.get("converge_below") or 0.01)
-    converged = ~bad & (finals < below)
-    rising = ~bad & ~converged & (finals > initial * (1 + 1e-3))
-    median = np.median(np.where(bad, np.inf, finals), axis=1)
+    shares = {name: (labels == i).mean(1) for i, name in enumerate(OUTCOMES)}
+    median = np.median(np.where(labels == OUTCOMES.index("diverged"), np.inf, finals), axis=1)
     seconds = time.perf_counter() - start
-    return MapResult(
-        grid, converged.mean(1), rising.mean(1), bad.mean(1), median, crit, seconds, result_curves
-    )
-
-
-def marks(cfg: DictConfig, grid: Grid) -> list[tuple[str, float, float]]:
-    """The scenario's variants that sit on this map (plain SGD on unscaled data): name,
-    their value of the axis knob (null: all rows), their lr."""
-    root = Path(cfg.paths.root)
-    out = []
-    for name in variants_of(root, grid.scenario):
-        v = compose([f"scenario={grid.scenario}", f"variant={grid.scenario}/{name}"], root)
-        opt = v.optimizer
-        plain = str(opt.get("_target_", "")).endswith("SGD") and not opt.get("momentum")
-        if not plain or v.data.get("scale") is not None:
-            continue
-        value = OmegaConf.select(v, grid.knob)
-        if value is None:  # every row of the data: as many as the largest value reaches
-            value = grid.values.max()
-        out.append((name, float(value), float(opt.lr)))
-    return out
-
-
-def outputs(result: MapResult, root: Path, marked: list[tuple[str, float, float]]) -> tuple[str, bytes]:
-    """maps/<scenario>.csv and maps/<scenario>.png, written; their contents returned."""
-    g = result.grid
-    shares = {"converged": result.converged, "rising": result.rising, "diverged": result.diverged}
-    text = map_csv(g.axis, g.values, g.lrs, len(g.seeds), shares, result.final_loss, result.critical_lr)
-    agree, far = result.agreement()
-    title = (
-        f"{g.scenario}/{g.variant}: {g.size:,} trainings ({len(g.lrs)} lr × {len(g.values)} {g.axis} × "
-        f"{len(g.seeds)} seeds)\nunstable iff lr > 2/λ_max in {agree:.1%} of the {far} cells off the line"
-    )
-    png = map_png(g.axis, g.values, g.lrs, shares, result.final_loss, result.critical_lr, marked, title)
-    csv_path, png_path = map_paths(root, g.scenario)
-    atomic_write(csv_path, text)
-    atomic_write(png_path, png)
-    return text, png
-
-
-def track(cfg: DictConfig, grid: Grid, tracker: TrackerProcess) -> MapResult:
-    """Train the map, write its files and log one MLflow run (experiment `<scenario>-map`)
-    holding both; an interrupt ends the run KILLED and writes nothing."""
-    key = "map"
-    try:
-        ready = prepare_map(cfg, grid)
-        experiment = tracker.experiment(f"{grid.scenario}-map")
-        name = f"{grid.variant}: lr × {grid.axis} ({grid.size:,} trainings)"
-        tracker.start(key, experiment, name, {"role": "map", "variant": grid.variant}, [])
-        result = run_map(cfg, grid, ready=ready)
-        marked = marks(cfg, grid)
-        text, png = outputs(result, Path(cfg.paths.root), marked)
-        agree, far = result.agreement()
-        params = {
-            "axis": grid.knob,
-            "lrs": f"{grid.lrs.min():g}..{grid.lrs.max():g} ({len(grid.lrs)}, log)",
-            "values": f"{grid.values.min():g}..{grid.values.max():g} ({len(grid.values)})",
-            "seeds": str(list(grid.seeds)),
-            "configurations": str(grid.size),
-        }
-        summary = {"theory_agreement": agree if far else None, "seconds": result.seconds}
-        tracker.log(key, params=params, summary=summary)
-        tracker.artifact_text(key, text, f"{grid.scenario}.csv")
-        tracker.artifact_bytes(key, png, f"{grid.scenario}.png")
-        tracker.end(key)
-        tracker.close()
-    except BaseException as e:
-        with contextlib.suppress(Exception):
-            tracker.end_all("KILLED" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "FAILED")
-        tracker.abort()
-        raise
-    return result
+    return MapResult(grid, shares, median, crit, labels, rose.mean(1), epochs, seconds, result_curves)
