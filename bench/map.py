@@ -1,7 +1,9 @@
 """What the stability-map engine costs: against the practical limit, vmap, and one run at a time.
 
 For `linear` (one neuron, x = 1…20, full-batch SGD on the MSE, a grid of lr × data-set size
-× seed) and `xor` (2-H-1 sigmoid MLPs, widths 2…32), all measured in one run on this machine:
+× seed), `xor` (2-H-1 sigmoid MLPs, widths 2…32) and `relu_head` (1-128-1 ReLU MLPs with a
+ReLU head, mini-batches of 100 of 600 rows shuffled per seed every epoch, 20 epochs), all
+measured in one run on this machine:
 
   engine   losslab.engine.batched.train_sgd (what `losslab map` runs)
   limit    a hand-written batched loop: stacked weights, the backward written out, no host
@@ -13,7 +15,7 @@ For `linear` (one neuron, x = 1…20, full-batch SGD on the MSE, a grid of lr ×
 Then 1,000,000 `linear` configurations × 500 epochs through the engine (chunked as
 `losslab map` chunks them, 2 threads), its peak memory, and GFLOP/s against a large torch.mm.
 
-    .venv/bin/python bench/map.py [--configs 10000] [--epochs 500] [--million]
+    .venv/bin/python bench/map.py [--configs 10000] [--epochs 500] [--relu-configs 1000] [--million]
 """
 
 from __future__ import annotations
@@ -124,6 +126,73 @@ def limit_xor(net: Stacked, lr: torch.Tensor, epochs: int) -> torch.Tensor:
     return loss
 
 
+RELU_X = torch.arange(1.0, 601.0)[:, None] * 0.01  # relu_head's training rows, input scale 0.01
+RELU_Y = 2 * torch.arange(1.0, 601.0)[:, None]
+RELU_SEEDS = [0, 1, 2]
+
+
+def _relu_stack(c: int) -> tuple[Stacked, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Linear(1, 128), nn.ReLU(), nn.Linear(128, 1), nn.ReLU()) for _ in range(c)]
+    params = {k: v.detach() for k, v in stack_module_state(models)[0].items()}
+    net = Stacked(
+        [params["0.weight"], params["2.weight"]], [params["0.bias"], params["2.bias"]], "relu", "relu"
+    )
+    lr = torch.exp(torch.empty(c).uniform_(np.log(1e-6), np.log(1e-2)))
+    return net, lr, torch.arange(c) % len(RELU_SEEDS)
+
+
+def _relu_orders(epoch: int, seed_of: torch.Tensor) -> torch.Tensor:
+    gens = [torch.Generator().manual_seed(s * 100_003 + epoch) for s in RELU_SEEDS]
+    return torch.stack([torch.randperm(600, generator=g) for g in gens])[seed_of]
+
+
+def limit_relu(net: Stacked, lr: torch.Tensor, seed_of: torch.Tensor, epochs: int) -> torch.Tensor:
+    w1, w2 = (t.detach().clone() for t in net.weights)
+    b1, b2 = (t.detach().clone() for t in net.biases)
+    lr3, lr2 = lr.view(-1, 1, 1), lr.view(-1, 1)
+    for epoch in range(epochs):
+        order = _relu_orders(epoch, seed_of)
+        total = torch.zeros(len(lr))
+        for start in range(0, 600, 100):
+            idx = order[:, start : start + 100]
+            x, y = RELU_X[idx], RELU_Y[idx]
+            h = torch.relu(torch.addcmul(b1[:, None, :], x, w1.transpose(1, 2)))
+            out = torch.relu(torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2)))
+            r = out - y
+            total += (r * r).mean((1, 2))
+            g = torch.ops.aten.threshold_backward(r * 0.02, out, 0.0)
+            dh = torch.ops.aten.threshold_backward(g * w2, h, 0.0)
+            w2 -= lr3 * torch.bmm(g.transpose(1, 2), h)
+            b2 -= lr2 * g.sum(1)
+            w1 -= lr3 * (dh * x).sum(1)[..., None]
+            b1 -= lr2 * dh.sum(1)
+    return total / 6
+
+
+def vmap_relu(net: Stacked, lr: torch.Tensor, seed_of: torch.Tensor, epochs: int) -> torch.Tensor:
+    base = nn.Sequential(nn.Linear(1, 128), nn.ReLU(), nn.Linear(128, 1), nn.ReLU())
+    params = {"0.weight": net.weights[0].clone(), "0.bias": net.biases[0].clone(),
+              "2.weight": net.weights[1].clone(), "2.bias": net.biases[1].clone()}  # fmt: skip
+
+    def loss(p, x, y):
+        return nn.functional.mse_loss(functional_call(base, p, (x,)), y)
+
+    step = vmap(grad(loss))
+    for epoch in range(epochs):
+        order = _relu_orders(epoch, seed_of)
+        for start in range(0, 600, 100):
+            idx = order[:, start : start + 100]
+            gr = step(params, RELU_X[idx], RELU_Y[idx])
+            params = {k: v - lr.view(-1, *[1] * (v.ndim - 1)) * gr[k] for k, v in params.items()}
+    return vmap(loss)(params, RELU_X.expand(len(lr), 600, 1), RELU_Y.expand(len(lr), 600, 1))
+
+
+def engine_relu(net: Stacked, lr: torch.Tensor, seed_of: torch.Tensor, epochs: int) -> torch.Tensor:
+    copy = Stacked([w.clone() for w in net.weights], [b.clone() for b in net.biases], "relu", "relu")
+    return train_sgd(copy, RELU_X, RELU_Y, lr, epochs, batch_size=100, shuffle=(RELU_SEEDS, seed_of)).final
+
+
 def _time(fn, *args) -> tuple[float, object]:
     start = time.perf_counter()
     out = fn(*args)
@@ -134,6 +203,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", type=int, default=10_000)
     ap.add_argument("--epochs", type=int, default=500)
+    ap.add_argument("--relu-configs", type=int, default=1_000)
     ap.add_argument("--million", action="store_true", help="also 1,000,000 linear configs (2 threads)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -184,6 +254,19 @@ def main() -> None:
             f"xor width {width:>2}, {cx:,} configs × {e}: limit {t_l:6.2f} s, engine {t_e:6.2f} s "
             f"({t_e / t_l:4.2f}×)"
         )
+
+    net, lrr, seed_of = _relu_stack(args.relu_configs)
+    rounds = [
+        [_time(f, net, lrr, seed_of, 20) for f in (limit_relu, engine_relu, vmap_relu)] for _ in range(3)
+    ]
+    (t_l, l_l), (t_e, l_e), (t_v, _) = (min(r[i] for r in rounds) for i in range(3))  # interleaved: best of 3
+    fin = torch.isfinite(l_l) & (l_l > 1e-3)
+    rel = float(((l_e[fin] - l_l[fin]).abs() / l_l[fin]).max())
+    print(
+        f"relu_head, {args.relu_configs:,} configs × 20 epochs × 6 batches (best of 3): limit {t_l:6.2f} s, "
+        f"engine {t_e:6.2f} s ({t_e / t_l:4.2f}×), vmap {t_v:6.2f} s ({t_v / t_l:4.2f}×); "
+        f"engine vs limit final losses within {rel:.1e} relative"
+    )
 
     a = torch.randn(2048, 2048)
     t_mm, _ = _time(lambda: [a @ a for _ in range(5)])

@@ -21,7 +21,11 @@ from losslab.mapping.train import run_map
 from projects import run_cli, run_statuses
 
 # The variants that differ from the map's only in lr, the axis knob or the epochs.
-MARKED = {"linear": {"broken", "sgd_small_lr", "ten_points"}, "xor": {"broken", "small_lr"}}
+MARKED = {
+    "linear": {"broken", "sgd_small_lr", "ten_points"},
+    "xor": {"broken", "small_lr"},
+    "relu_head": {"broken"},
+}
 
 
 def _same(got: np.ndarray, ref: np.ndarray) -> None:
@@ -57,6 +61,36 @@ def test_the_batched_engine_gives_the_single_run_paths_losses(prepared: Path) ->
         )
         _same(result.curves[slot], fit(single).curves["loss"][0])
     assert not np.isfinite(result.curves[1][-1])  # a diverging cell was among them
+
+
+@pytest.mark.slow
+def test_mini_batches_shuffled_per_seed_give_the_single_run_paths_losses(prepared: Path) -> None:
+    """relu_head: batches of 100 in each seed's own order every epoch, the epoch's loss the
+    mean of its batches', the held-out criterion; an input scale that is not the file's."""
+    prepare_process("cpu")
+    axis = ["map.axis.values=[0.01,1.0]", "map.lr.values=[1e-6,1e-5,1e-4,3e-3,0.01]", "map.seeds=[0,1,2]"]
+    cfg, grid = map_config(["scenario=relu_head", *axis], prepared)
+    # (scale index, seed index, lr index). Seed 2's head is alive at init, seeds 0 and 1's
+    # dead: converging (scaled down, small lr), past the line (the head blows up and dies),
+    # a dead head, the original (scale 1, lr 0.01) alive and dead.
+    keep = {(0, 2, 1): 0, (0, 2, 3): 1, (0, 0, 2): 2, (1, 2, 4): 3, (1, 0, 4): 4}
+    result = run_map(cfg, grid, keep)
+    for (vi, si, li), slot in keep.items():
+        scale, seed, lr = float(grid.values[vi]), grid.seeds[si], float(grid.lrs[li])
+        single = compose(
+            [
+                "scenario=relu_head",
+                "variant=relu_head/broken",
+                f"++data.input_scale={scale}",
+                f"seeds=[{seed}]",
+                f"optimizer.lr={lr}",
+            ],
+            prepared,
+        )
+        _same(result.curves[slot], fit(single).curves["loss"][0])
+    assert result.labels[0, 2, 1] == OUTCOMES.index("converged")  # scaled down, it trains
+    assert result.risen[0, 2, 3] and not result.risen[0, 2, 1]  # past the line its loss rose
+    assert np.isinf(result.bounds[:, :2]).all()  # a dead head has no curvature, so no bound
 
 
 @pytest.mark.slow
@@ -125,12 +159,20 @@ def test_bad_grids_are_one_line_before_anything_trains(project: Path, args: list
     assert run_statuses(project) == []
 
 
+def test_an_input_scale_must_be_positive_and_may_be_fractional(project: Path) -> None:
+    r = run_cli(project, "map", "scenario=relu_head", "map.axis.values=[0.5,0]")
+    assert r.returncode == 2 and "map.axis (data.input_scale) must be positive, got 0" in r.stderr
+    _, grid = map_config(["scenario=relu_head", "map.axis.values=[0.5,2.5]"], project)
+    assert list(grid.values) == [0.5, 2.5]
+
+
 def test_a_scenario_without_a_map_says_which_have_one(project: Path) -> None:
     r = run_cli(project, "map", "scenario=scratch_backprop")
-    assert r.returncode == 2 and "no map for scenario 'scratch_backprop' (maps: linear, xor)" in r.stderr
+    said = "no map for scenario 'scratch_backprop' (maps: linear, relu_head, xor)"
+    assert r.returncode == 2 and said in r.stderr
 
 
-@pytest.mark.parametrize("scenario", ["linear", "xor"])
+@pytest.mark.parametrize("scenario", ["linear", "xor", "relu_head"])
 def test_each_marked_variant_gets_the_outcomes_its_own_run_got(prepared: Path, scenario: str) -> None:
     """The map's label for a variant's own lr, axis value, epochs and seeds is the verdict
     `losslab run` gave it (results/<scenario>.json, committed): one classifier, one criterion."""

@@ -91,7 +91,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     conv, s = float(result.shares["converged"].mean()), grid.scenario
     print(f"{s}: {grid.size:,} trainings in {result.seconds:.1f} s; {conv:.0%} of them converged")
     print(f"lr > 2/λ_max agrees with 'the loss rises at some epoch' in {agree:.1%} and with 'the run "
-          f"ends unstable' in {ended:.1%} of the {far} cells off the line")  # fmt: skip
+          f"ends unstable' in {ended:.1%} of the {far:,} trainings off their seed's line")  # fmt: skip
     print(f"wrote maps/{s}.csv and maps/{s}.png; MLflow experiment {s}-map")
     return 0
 

@@ -21,7 +21,16 @@ from losslab.core.errors import LosslabError
 KNOBS = {
     "data.n_points": "a positive integer (the first N rows of the training data)",
     "model.sizes.1": "a positive integer (the hidden width)",
+    "data.input_scale": "a positive number (the raw inputs are multiplied by it)",
 }
+INTEGER = ("data.n_points", "model.sizes.1")
+# A knob a variant's config leaves unset means: (None: as many rows as the largest value)
+UNSET = {"data.n_points": None, "data.input_scale": 1.0}
+
+
+def knob_override(knob: str, value: float) -> str:
+    """The Hydra override that sets a map's knob (added where the config lacks it)."""
+    return f"++{knob}={int(value)}" if knob in INTEGER else f"++{knob}={float(value)!r}"
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ def _values(spec: DictConfig, knob: str) -> np.ndarray:
     else:
         raise LosslabError("map.axis needs `values: [...]` or `range: [first, last]`")
     _positive(values, f"map.axis ({knob})")
-    if not np.all(values == np.round(values)):
+    if knob in INTEGER and not np.all(values == np.round(values)):
         raise LosslabError(f"map.axis ({knob}) must be {KNOBS[knob]}")
     return values
 

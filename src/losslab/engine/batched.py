@@ -13,6 +13,7 @@ count[c] rows), so different sizes still train as one tensor.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +73,7 @@ class Trace:
     curves: torch.Tensor  # [K, epochs] for `keep`
     tail: torch.Tensor  # [C, T]: every configuration's last T losses (what `classify` reads)
     peak: torch.Tensor  # [C]: the highest loss of any epoch (NaN once it was NaN)
+    start: torch.Tensor  # [C]: the loss on every row before the first update
 
 
 def _act(kind: str | None, z: torch.Tensor) -> torch.Tensor:
@@ -86,8 +88,8 @@ def _act(kind: str | None, z: torch.Tensor) -> torch.Tensor:
 
 def _act_grad(kind: str | None, z: torch.Tensor, h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """g · act'(z), from the activation's output h where that is cheaper."""
-    if kind == "relu":
-        return g * (z > 0)
+    if kind == "relu":  # autograd's own kernel: g where h > 0, else 0 (an inf g included)
+        return torch.ops.aten.threshold_backward(g, h, 0.0)
     if kind == "sigmoid":
         return g * (h * (1 - h))
     if kind == "tanh":
@@ -97,9 +99,8 @@ def _act_grad(kind: str | None, z: torch.Tensor, h: torch.Tensor, g: torch.Tenso
 
 def _affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """h [N, in] (shared) or [C, N, in] times w [C, out, in]^T plus b: [C, N, out]."""
-    c, out, inp = w.shape
-    if out == 1 and inp == 1:  # one weight per configuration: a multiply beats a 1×1 matmul
-        return torch.addcmul(b.view(c, 1, 1), h if h.ndim == 3 else h[None], w.view(c, 1, 1))
+    if w.shape[2] == 1:  # one input: a broadcast multiply beats a matmul with inner size 1
+        return torch.addcmul(b[:, None, :], h if h.ndim == 3 else h[None], w.transpose(1, 2))
     if h.ndim == 2:
         return torch.matmul(h, w.transpose(1, 2)) + b[:, None, :]
     return torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
@@ -107,11 +108,58 @@ def _affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _weight_grad(delta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """δ [C, N, out] and the layer's input h [N, in] or [C, N, in]: dW [C, out, in]."""
-    if delta.shape[2] == 1 and h.shape[-1] == 1:
-        return (delta * h).sum(1, keepdim=True)
+    if h.shape[-1] == 1:  # one input: a weighted sum beats a matmul with output size 1
+        return (delta * h).sum(1)[..., None]
     if h.ndim == 2:
         return torch.matmul(delta.transpose(1, 2), h)
     return torch.bmm(delta.transpose(1, 2), h)
+
+
+def _step(
+    net: Stacked,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    step: torch.Tensor,
+    scale: tuple[torch.Tensor, torch.Tensor],
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """One SGD update on the MSE of (x, y) for every configuration; returns the loss [C]
+    before the update. x [N, in] (shared) or [C, N, in]; `scale`: `_mse_scale` of the
+    rows counted per configuration (`mask` [C, N, 1] says which, None: all)."""
+    c, layers = len(net), len(net.weights)
+    denom, norm = scale
+    hs, zs, h = [x], [], x
+    for i, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
+        z = _affine(h, w, b)
+        h = _act(net.output_activation if i == layers - 1 else net.activation, z)
+        if mask is not None and i < layers - 1:  # rows a configuration does not have: 0, never
+            h = torch.where(mask, h, 0.0)  # inf (0·inf would be NaN in its weight gradient)
+        zs.append(z)
+        hs.append(h)
+    r = h - y if mask is None else torch.where(mask, h - y, 0.0)
+    loss = (r * r).sum((1, 2)) / denom
+    g = r * norm
+    for i in range(layers - 1, -1, -1):
+        kind = net.output_activation if i == layers - 1 else net.activation
+        g = _act_grad(kind, zs[i], hs[i + 1], g)
+        dw, db = _weight_grad(g, hs[i]), g.sum(1)
+        if i:
+            g = g * net.weights[i] if net.weights[i].shape[1] == 1 else torch.bmm(g, net.weights[i])
+        net.weights[i].sub_(step.view(c, 1, 1) * dw)
+        net.biases[i].sub_(step.view(c, 1) * db)
+    return loss
+
+
+def _mse_scale(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MSE's divisor [C] and its gradient's factor [C, 1, 1], as mse_loss_backward
+    computes it (2 / (rows·k) rounded once), for `rows` [C] rows of k targets."""
+    return rows * k, (2.0 / (rows.double() * k)).to(rows.dtype).view(-1, 1, 1)
+
+
+def _permutations(seeds: list[int], n: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """Each seed's row order for this epoch, drawn exactly as `ReplicaBatches` draws it."""
+    gens = [torch.Generator().manual_seed(seed * 100_003 + epoch) for seed in seeds]
+    return torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
 
 
 def train_sgd(
@@ -123,40 +171,55 @@ def train_sgd(
     count: torch.Tensor | None = None,
     keep: torch.Tensor | None = None,
     tail: int = 0,
+    batch_size: int | None = None,
+    shuffle: tuple[list[int], torch.Tensor] | None = None,
 ) -> Trace:
-    """Full-batch SGD (no momentum) on the mean squared error, every configuration at once.
+    """SGD (no momentum) on the mean squared error, every configuration at once.
 
     x [N, in], y [N, out] are shared; `count` [C] gives each configuration its first count[c]
-    rows (None: all N); `lr` [C]; `keep`: indices whose per-epoch loss is returned; `tail`:
-    how many last losses of every configuration to return. The weights in `net` are
-    updated in place.
+    rows (None: all N; full batches only); `lr` [C]; `keep`: indices whose per-epoch loss is
+    returned; `tail`: how many last losses of every configuration to return. `batch_size`
+    (None: full batch) splits an epoch into updates, and the epoch's loss is the mean of its
+    batches' (as Keras and the single-run path report it); `shuffle` = (seeds, each
+    configuration's index into them) reorders the rows every epoch per seed. The weights
+    in `net` are updated in place.
     """
-    c = len(net)
-    n, k = y.shape
+    c, n = len(net), len(y)
+    if count is not None and (batch_size or n) < n:
+        raise ValueError("a row count per configuration needs full batches")
     rows = torch.full((c,), float(n), dtype=x.dtype, device=x.device) if count is None else count.to(x.dtype)
+    scale, k = _mse_scale(rows, y.shape[-1]), y.shape[-1]
     mask = None if count is None else (torch.arange(n, device=x.device)[None, :] < count[:, None])[..., None]
-    norm = (2.0 / (rows.double() * k)).to(x.dtype).view(c, 1, 1)  # as mse_loss_backward scales
-    denom = (rows * k).view(c)
     step = lr.to(x.dtype)
     keep = keep if keep is not None else torch.zeros(0, dtype=torch.long, device=x.device)
     curves = torch.empty(len(keep), epochs, dtype=x.dtype, device=x.device)
     last = torch.empty(c, tail, dtype=x.dtype, device=x.device)
     first_bad = torch.zeros(c, dtype=torch.long, device=x.device)
     initial = final = peak = torch.empty(0)
-    layers = len(net.weights)
+    size = batch_size or n
+    before = torch.empty(0)
+    if size < n or shuffle is not None:  # an epoch's loss is a mean over updates: not this
+        r = outputs(net, x) - y
+        before = (r * r).sum((1, 2)) / scale[0]
     for epoch in range(epochs):
-        hs, zs, h = [x], [], x
-        for i, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
-            z = _affine(h, w, b)
-            h = _act(net.output_activation if i == layers - 1 else net.activation, z)
-            if mask is not None and i < layers - 1:  # rows a configuration does not have: 0, never
-                h = torch.where(mask, h, 0.0)  # inf (0·inf would be NaN in its weight gradient)
-            zs.append(z)
-            hs.append(h)
-        r = h - y if mask is None else torch.where(mask, h - y, 0.0)
-        loss = (r * r).sum((1, 2)) / denom
+        if size >= n and shuffle is None:
+            loss = _step(net, x, y, step, scale, mask)
+        else:
+            order = _permutations(shuffle[0], n, epoch, x.device)[shuffle[1]] if shuffle else None
+            loss = torch.zeros(c, dtype=x.dtype, device=x.device)
+            for start in range(0, n, size):
+                if order is None:
+                    xb, yb = x[start : start + size], y[start : start + size]
+                else:
+                    idx = order[:, start : start + size]
+                    xb, yb = x[idx], y[idx]
+                b = float(yb.shape[-2])
+                part = scale if b == n else _mse_scale(torch.full_like(rows, b), k)
+                loss = loss + _step(net, xb, yb, step, part, None)
+            loss = loss / math.ceil(n / size)
         if epoch == 0:
             initial = peak = loss
+            before = loss if before.numel() == 0 else before
         final, peak = loss, torch.maximum(peak, loss)
         bad = ~torch.isfinite(loss) & (first_bad == 0)
         first_bad = torch.where(bad, epoch + 1, first_bad)
@@ -164,16 +227,7 @@ def train_sgd(
             curves[:, epoch] = loss[keep]
         if epoch >= epochs - tail:
             last[:, epoch - epochs + tail] = loss
-        g = r * norm
-        for i in range(layers - 1, -1, -1):
-            kind = net.output_activation if i == layers - 1 else net.activation
-            g = _act_grad(kind, zs[i], hs[i + 1], g)
-            dw, db = _weight_grad(g, hs[i]), g.sum(1)
-            if i:
-                g = torch.bmm(g, net.weights[i]) if net.weights[i].shape[1:] != (1, 1) else g * net.weights[i]
-            net.weights[i].sub_(step.view(c, 1, 1) * dw)
-            net.biases[i].sub_(step.view(c, 1) * db)
-    return Trace(initial, final, first_bad, curves, last, peak)
+    return Trace(initial, final, first_bad, curves, last, peak, before)
 
 
 def outputs(net: Stacked, x: torch.Tensor) -> torch.Tensor:

@@ -57,6 +57,9 @@ class ReplicaBatches:
 class TableDataModule(pl.LightningDataModule):
     """A table of inputs and targets from data/, split and scaled the way the scenario says.
 
+    `input_scale` multiplies the raw inputs (as if measured in other units) before any
+    scaling; `raw` keeps the file's units: how a map varies the scale of unscaled inputs.
+
     Keras semantics where a port needs them: `split.train` keeps the first rows for
     fitting (the rest is the held-out test set) and `split.val_fraction` takes the *last*
     part of those, unshuffled, for validation (`validation_split`). Scaling statistics
@@ -70,6 +73,7 @@ class TableDataModule(pl.LightningDataModule):
         targets: list[str],
         n_points: int | None = None,
         scale: str | None = None,
+        input_scale: float = 1.0,
         batch_size: int | None = None,
         shuffle: bool = False,
         target_shape: str = "column",
@@ -82,7 +86,9 @@ class TableDataModule(pl.LightningDataModule):
             raise LosslabError(f"data.scale must be null, standardize or minmax; got {scale!r}")
         self.path = Path(root) / path
         self.inputs, self.targets = list(inputs), list(targets)
-        self.n_points, self.scale = n_points, scale
+        if not (isinstance(input_scale, (int, float)) and math.isfinite(input_scale) and input_scale > 0):
+            raise LosslabError(f"data.input_scale must be a positive number; got {input_scale!r}")
+        self.n_points, self.scale, self.input_scale = n_points, scale, float(input_scale)
         self.batch_size, self.shuffle = batch_size, shuffle
         self.target_shape = target_shape
         self.split = dict(split or {})
@@ -106,6 +112,7 @@ class TableDataModule(pl.LightningDataModule):
         tr, va, te = slice(0, n_fit - n_val), slice(n_fit - n_val, n_fit), slice(n_fit, None)
         self.raw = {"train": (x[tr], y[tr]), "val": (x[va], y[va]), "test": (x[te], y[te])}
         xt, yt = self.raw["train"]
+        xt = self._units(xt)
         self.x_shift, self.x_div = torch.zeros(xt.shape[1]), torch.ones(xt.shape[1])  # identity
         self.y_shift, self.y_div = torch.zeros(yt.shape[1]), torch.ones(yt.shape[1])
         if self.scale == "minmax":
@@ -124,9 +131,13 @@ class TableDataModule(pl.LightningDataModule):
     def _shape(self, y: torch.Tensor) -> torch.Tensor:
         return y[:, 0] if self.target_shape == "flat" else y  # the (N,) vs (N, 1) trap
 
+    def _units(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw inputs in the units the model sees them (`input_scale`)."""
+        return x * self.input_scale if self.input_scale != 1.0 else x
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Raw inputs -> model inputs."""
-        return (x - self.x_shift) / self.x_div
+        return (self._units(x) - self.x_shift) / self.x_div
 
     def encode_y(self, y: torch.Tensor) -> torch.Tensor:
         return (y - self.y_shift) / self.y_div

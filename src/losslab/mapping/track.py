@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from losslab.core.config import compose, variants_of
 from losslab.core.errors import Interrupted
 from losslab.core.files import atomic_write, map_paths
-from losslab.core.grid import Grid
+from losslab.core.grid import UNSET, Grid
 from losslab.mapping.train import MapResult, prepare_map, run_map
 from losslab.report.maps import map_csv, map_png
 from losslab.tracking.writer import TrackerProcess
@@ -58,7 +58,7 @@ def marks(cfg: DictConfig, grid: Grid) -> list[Mark]:
         v = compose([f"scenario={grid.scenario}", f"variant={grid.scenario}/{name}"], root)
         if _rest(v, varied) != same:
             continue
-        value = OmegaConf.select(v, grid.knob)
+        value = OmegaConf.select(v, grid.knob, default=UNSET.get(grid.knob))
         if value is None:  # every row of the data: as many as the largest value reaches
             value = grid.values.max()
         out.append(Mark(name, float(value), float(v.optimizer.lr), round(v.fit.epochs * v.epochs_scale)))
@@ -75,7 +75,7 @@ def write_outputs(result: MapResult, root: Path, marked: list[Mark]) -> tuple[st
     (rose, far), (ended, _) = result.agreement(), result.agreement(by="outcome")
     title = (
         f"{g.scenario}/{g.variant}: {g.size:,} trainings ({len(g.lrs)} lr × {len(g.values)} {g.axis} × "
-        f"{len(g.seeds)} seeds)\nlr > 2/λ_max agrees, in the {far} cells off the line, with\n"
+        f"{len(g.seeds)} seeds)\nlr > 2/λ_max (per seed) agrees, in the {far:,} trainings off it, with\n"
         f"'the loss rises at some epoch' in {rose:.1%} and 'the run ends unstable' in {ended:.1%}"
     )
     points = [
@@ -83,7 +83,15 @@ def write_outputs(result: MapResult, root: Path, marked: list[Mark]) -> tuple[st
         for m in marked
     ]
     png = map_png(
-        g.axis, g.values, g.lrs, shares, result.rose, result.final_loss, result.critical_lr, points, title
+        g.axis,
+        g.values,
+        g.lrs,
+        shares,
+        result.rose_bounded,
+        result.final_loss,
+        result.critical_lr,
+        points,
+        title,
     )
     csv_path, png_path = map_paths(root, g.scenario)
     atomic_write(csv_path, text)

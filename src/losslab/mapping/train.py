@@ -27,49 +27,65 @@ from omegaconf import DictConfig
 from losslab.core.config import compose
 from losslab.core.criteria import MARGIN, Criterion
 from losslab.core.errors import LosslabError
-from losslab.core.grid import Grid, chunk_size
+from losslab.core.grid import Grid, chunk_size, knob_override
 from losslab.core.outcome import OUTCOMES, classify_many, tail_length
 from losslab.engine import build
 from losslab.engine.batched import CPU_CHUNK, Stacked, outputs, train_sgd
 from losslab.probes import lambda_max
 from losslab.probes.inputs import class_margin
 
+JUDGED = (MARGIN, "test_mae", "test_rel_mae")  # end-of-fit numbers a map can judge success on
 UNSTABLE = ("diverged", "rising", "oscillating")  # what the bound says happens above the line
 
 
 @dataclass
 class MapResult:
-    """One row per cell (lr fastest, then the axis), the bound per axis value."""
+    """One row per cell (lr fastest, then the axis); per training, its outcome, whether its
+    loss rose, and its own bound."""
 
     grid: Grid
     shares: dict[str, np.ndarray]  # outcome -> [values, lrs] share of seeds, for every OUTCOME
     final_loss: np.ndarray  # median over seeds (inf/NaN where they ended so)
-    critical_lr: np.ndarray  # [values]
+    critical_lr: np.ndarray  # [values]: median over the seeds whose loss has curvature
     labels: np.ndarray  # [values, seeds, lrs]: each training's outcome (index into OUTCOMES)
-    rose: np.ndarray  # [values, lrs]: share of seeds whose loss went above its first value
+    risen: np.ndarray  # [values, seeds, lrs]: its loss went above its first value at some epoch
+    bounds: np.ndarray  # [values, seeds]: 2/λ_max at that seed's initial weights (inf: λ <= 0)
     epochs: int
     seconds: float = 0.0
     curves: dict[int, np.ndarray] = field(default_factory=dict)  # kept cells' per-epoch loss
 
+    @property
+    def rose(self) -> np.ndarray:
+        """[values, lrs]: the share of seeds whose loss rose at some epoch."""
+        return self.risen.mean(1)
+
+    @property
+    def rose_bounded(self) -> np.ndarray:
+        """[values, lrs]: that share among the seeds that have a bound (NaN: none has),
+        where the figure draws its measured line."""
+        bounded = np.isfinite(self.bounds)[:, :, None]
+        count = bounded.sum(1)
+        with np.errstate(invalid="ignore"):
+            return np.where(count > 0, (self.risen & bounded).sum(1) / count, np.nan)
+
     def agreement(self, margin: float = 0.02, by: str = "rose") -> tuple[float, int]:
-        """Share of the cells farther than `margin` from the line where the majority of
-        seeds did what the bound says, and how many such cells there are. `rose`: the loss
-        went up at some epoch iff lr > critical_lr (the symptom users ask about; on a
-        quadratic, gradient descent below the line never raises the loss). `outcome`: the
-        run ended unstable (diverged, rising or oscillating) iff lr > critical_lr."""
-        lr = self.grid.lrs[None, :]
-        crit = self.critical_lr[:, None]
-        far = np.abs(lr / crit - 1) > margin
-        ended = sum(self.shares[k] for k in UNSTABLE)
-        unstable = (self.rose if by == "rose" else ended) > 0.5
-        agree = unstable == (lr > crit)
+        """Share of the trainings farther than `margin` from their own seed's bound that did
+        what the bound says, and how many there are. `rose`: the loss went up at some epoch
+        iff lr > 2/λ_max (the symptom users ask about; on a quadratic, gradient descent
+        below the line never raises the loss). `outcome`: the run ended unstable (diverged,
+        rising or oscillating) iff lr > 2/λ_max. A seed with no curvature has no bound:
+        its trainings count as below it."""
+        lr, bound = self.grid.lrs[None, None, :], self.bounds[:, :, None]
+        far = np.abs(lr / bound - 1) > margin
+        ended = np.isin(self.labels, [OUTCOMES.index(k) for k in UNSTABLE])
+        agree = (self.risen if by == "rose" else ended) == (lr > bound)
         n = int(far.sum())
         return (float(agree[far].mean()) if n else math.nan), n
 
 
 def _value_cfg(cfg: DictConfig, grid: Grid, value: float) -> DictConfig:
     root = Path(cfg.paths.root)
-    knob = f"{grid.knob}={int(value)}"
+    knob = knob_override(grid.knob, value)
     seeds = f"seeds=[{','.join(str(s) for s in grid.seeds)}]"
     return compose(
         [f"scenario={grid.scenario}", f"variant={grid.scenario}/{grid.variant}", knob, seeds], root
@@ -107,9 +123,10 @@ def prepare_map(cfg: DictConfig, grid: Grid) -> Ready:
         models = _models(vcfg, grid.seeds)
         ready.append((vcfg, dm, models, chunk_size(grid, _bytes_per_config(models, len(dm.x)))))
     crit = Criterion.of(ready[0][0])  # the variant's (a variant may change the criterion)
-    if crit.number is not None and (crit.number != MARGIN or grid.knob == "data.n_points"):
+    if crit.number is not None and (crit.number not in JUDGED or grid.knob == "data.n_points"):
         raise LosslabError(
-            f"a map judges success on the final loss or on a margin over all training rows; "
+            f"a map judges success on the final loss, a margin over all training rows or the "
+            f"held-out error ({', '.join(JUDGED[1:])}); "
             f"scenario '{grid.scenario}' is judged on {crit.number}: set "
             f"scenario.outcome.solved=null and scenario.outcome.converge_below=<loss>"
         )
@@ -120,22 +137,31 @@ def _groups(grid: Grid, ready: Ready) -> list[tuple[list[int], object, torch.Ten
     """Which axis values train as one tensor: a data-set size on unscaled data is a prefix of
     the largest set (one group, a row count per configuration); anything else, one group per
     value. Each: (value indices, the datamodule whose rows are used, counts per value)."""
-    prefix = grid.knob == "data.n_points" and all(r[0].data.get("scale") is None for r in ready)
+    prefix = grid.knob == "data.n_points" and all(
+        r[0].data.get("scale") is None and r[0].data.get("batch_size") is None for r in ready
+    )
     if prefix:
         largest = int(np.argmax(grid.values))
         return [(list(range(len(ready))), ready[largest][1], torch.as_tensor(grid.values, dtype=torch.long))]
     return [([vi], r[1], None) for vi, r in enumerate(ready)]
 
 
-def _solved(crit: Criterion, net: Stacked, x: torch.Tensor, y: torch.Tensor) -> np.ndarray | None:
-    """Each configuration's success by the scenario's own criterion where it is a margin on
-    the training outputs (as `fit` judges it); None: judged on the final loss."""
-    if crit.number != MARGIN or crit.bound is None:
+def _solved(crit: Criterion, net: Stacked, dm: object, x: torch.Tensor, y: torch.Tensor) -> np.ndarray | None:
+    """Each configuration's success by the scenario's own end-of-fit number, computed as
+    `fit` computes it (a margin on the training outputs, or the held-out error in the
+    targets' units); None: judged on the final loss."""
+    if crit.number is None or crit.bound is None:
         return None
-    out = outputs(net, x)
-    out = torch.sigmoid(out) if crit.link == "sigmoid" else out
-    margin = class_margin(out.reshape(len(net), -1), y).double().cpu().numpy()
-    return np.asarray([crit.bound.met(float(m)) for m in margin])
+    if crit.number == MARGIN:
+        out = outputs(net, x)
+        out = torch.sigmoid(out) if crit.link == "sigmoid" else out
+        value = class_margin(out.reshape(len(net), -1), y)
+    else:  # test_mae, test_rel_mae (recorders.RegressionHealth)
+        x_test, _ = dm.part("test")
+        truth = dm.raw["test"][1].to(x.device)
+        err = (dm.decode_y(outputs(net, x_test.to(x.device))) - truth).abs().mean((1, 2))
+        value = err / truth.abs().mean().clamp_min(1e-12) if crit.number == "test_rel_mae" else err
+    return np.asarray([crit.bound.met(float(v)) for v in value.double().cpu()])
 
 
 def run_map(
@@ -154,13 +180,18 @@ def run_map(
     nv, ns, nl = len(grid.values), len(grid.seeds), len(grid.lrs)
     finals, labels = np.empty((nv, ns, nl)), np.empty((nv, ns, nl), dtype=np.int8)
     rose = np.empty((nv, ns, nl), dtype=bool)
-    crit = np.empty(nv)
+    bounds = np.empty((nv, ns))
     criterion = Criterion.of(ready[0][0])
     epochs = grid.epochs or round(ready[0][0].fit.epochs * ready[0][0].epochs_scale)
     result_curves: dict[int, np.ndarray] = {}
     for vi, (vcfg, dm, models, _) in enumerate(ready):  # the theory line, per value
         loss_fn = instantiate(vcfg.loss)
-        crit[vi] = 2.0 / float(np.median([lambda_max(m, loss_fn, dm.x, dm.y) for m in models]))
+        lams = np.asarray([lambda_max(m, loss_fn, dm.x, dm.y) for m in models])
+        bounds[vi] = np.where(lams > 0, 2.0 / np.where(lams > 0, lams, 1.0), np.inf)  # a dead head: none
+    finite = np.where(np.isfinite(bounds), bounds, np.nan)
+    crit = np.full(nv, np.inf)
+    has = np.isfinite(finite).any(1)
+    crit[has] = np.nanmedian(finite[has], axis=1)
     lrs = torch.as_tensor(grid.lrs, dtype=torch.float32)
     for members, dm, counts in _groups(grid, ready):
         vcfg, _, models, per = ready[members[0]]
@@ -168,6 +199,7 @@ def run_map(
         per = min(per, CPU_CHUNK) if device.type == "cpu" else per
         x, y = dm.x.to(device), dm.y.to(device)
         base = Stacked.of(models)
+        batch = vcfg.data.get("batch_size")
         total = len(members) * ns * nl
         for lo in range(0, total, per):
             idx = torch.arange(lo, min(lo + per, total))
@@ -179,10 +211,13 @@ def run_map(
             wanted = [(j, keep[c]) for j, c in enumerate(cells) if keep and c in keep]
             k = torch.as_tensor([j for j, _ in wanted], dtype=torch.long, device=device)
             count = None if counts is None else counts[vi].to(device)
-            trace = train_sgd(net, x, y, lrs[li].to(device), epochs, count, k, tail_length(epochs))
+            shuffle = (list(grid.seeds), si.to(device)) if vcfg.data.get("shuffle") else None
+            trace = train_sgd(
+                net, x, y, lrs[li].to(device), epochs, count, k, tail_length(epochs), batch, shuffle
+            )
             at = (vi.numpy(), si.numpy(), li.numpy())
             finals[at] = trace.final.double().cpu().numpy()
-            above = trace.peak > trace.initial * (1 + 1e-3)  # as `rising` compares the final
+            above = trace.peak > trace.start * (1 + 1e-3)  # as `rising` compares the final
             rose[at] = (above | (trace.first_nonfinite > 0) | trace.peak.isnan()).cpu().numpy()
             labels[at] = classify_many(
                 trace.initial.cpu().numpy(),
@@ -192,11 +227,11 @@ def run_map(
                 epochs,
                 criterion.converge_below,
                 criterion.improve_factor,
-                None if counts is not None else _solved(criterion, net, x, y),
+                None if counts is not None else _solved(criterion, net, dm, x, y),
             )
             for row, (_, slot) in enumerate(wanted):
                 result_curves[slot] = trace.curves[row].double().cpu().numpy()
     shares = {name: (labels == i).mean(1) for i, name in enumerate(OUTCOMES)}
     median = np.median(np.where(labels == OUTCOMES.index("diverged"), np.inf, finals), axis=1)
     seconds = time.perf_counter() - start
-    return MapResult(grid, shares, median, crit, labels, rose.mean(1), epochs, seconds, result_curves)
+    return MapResult(grid, shares, median, crit, labels, rose, bounds, epochs, seconds, result_curves)

@@ -3,8 +3,8 @@
 The figure puts the second axis across and the learning rate up (log): each cell coloured
 by its outcome shares (green converged, orange rising, purple oscillating, red diverged,
 grey stalled or improving), darker
-where the final loss is higher; the theory line 2/λ_max through it, dashed white where the
-loss measurably started to rise; the scenario's own variants marked where they sit.
+where the final loss is higher; the theory line 2/λ_max through it, dashed white the lowest
+learning rate at which most seeds' loss rose at some epoch; the scenario's own variants marked where they sit.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def map_png(
     values: np.ndarray,
     lrs: np.ndarray,
     shares: dict[str, np.ndarray],
-    rose: np.ndarray,
+    rose: np.ndarray,  # [values, lrs] share of (bounded) seeds whose loss rose; NaN: unknown
     final: np.ndarray,
     critical: np.ndarray,
     marks: Sequence[tuple[str, float, float]],
@@ -78,18 +78,26 @@ def map_png(
         lo, hi = np.nanmin(logs), np.nanmax(logs)
         shade = np.where(finite, 1 - 0.45 * (logs - lo) / max(hi - lo, 1e-12), 1.0)
         rgb = rgb * np.nan_to_num(shade, nan=1.0)[..., None]
+    logx = len(values) > 2 and values.min() > 0 and values.max() / values.min() > 50  # decades apart
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     ax.pcolormesh(
-        _edges(values, log=False), _edges(lrs, log=True), np.transpose(rgb, (1, 0, 2)), shading="flat"
+        _edges(values, log=logx), _edges(lrs, log=True), np.transpose(rgb, (1, 0, 2)), shading="flat"
     )
     ax.plot(values, critical, color="black", lw=2, label="theory: lr = 2/λ_max")
-    if len(values) > 1 and len(lrs) > 1 and rose.min() <= 0.5 <= rose.max():
-        ax.contour(values, lrs, rose.T, levels=[0.5], colors="white", linestyles="--", linewidths=1.5)
-        ax.plot([], [], "w--", label="measured: above it the loss rises at some epoch")
+    edges = _edges(lrs, log=True)
+    first = [int(np.argmax(r >= 0.5)) if np.any(r >= 0.5) else -1 for r in np.nan_to_num(rose, nan=0.0)]
+    xs = _edges(values, log=logx)
+    for vi, li in enumerate(first):  # per column: the lowest lr where most seeds' loss rose
+        if li >= 0:
+            ax.plot(xs[vi : vi + 2], [edges[li]] * 2, "w--", lw=1.8)
+    if any(li >= 0 for li in first):
+        ax.plot([], [], "w--", label="measured: from here up the loss rises at some epoch")
     for name, value, lr in marks:
         ax.plot([value], [lr], "o", ms=8, mfc="white", mec="black")
         ax.annotate(name, (value, lr), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
     ax.set_ylim(lrs.min(), lrs.max())
     ax.set_xlabel(axis)
     ax.set_ylabel("learning rate")
