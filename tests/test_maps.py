@@ -172,6 +172,7 @@ def test_a_scenario_without_a_map_says_which_have_one(project: Path) -> None:
     assert r.returncode == 2 and said in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["linear", "xor", "relu_head"])
 def test_each_marked_variant_gets_the_outcomes_its_own_run_got(prepared: Path, scenario: str) -> None:
     """The map's label for a variant's own lr, axis value, epochs and seeds is the verdict

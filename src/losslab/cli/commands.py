@@ -80,12 +80,13 @@ def cmd_map(args: argparse.Namespace) -> int:
     tracker = TrackerProcess.open(cfg)
     try:
         # Deferred: torch (~2 s) only once the grid is known to be sound.
-        from losslab.engine.runtime import prepare_process
+        from losslab.engine.runtime import BATCHED_MMAP_THRESHOLD, prepare_process, steady_malloc
         from losslab.mapping.track import track  # (the same)
     except BaseException:
         tracker.abort()
         raise
     prepare_process(grid.accelerator)
+    steady_malloc(BATCHED_MMAP_THRESHOLD, trim=4 * BATCHED_MMAP_THRESHOLD)
     result = track(cfg, grid, tracker)
     (agree, far), (ended, _) = result.agreement(), result.agreement(by="outcome")
     conv, s = float(result.shares["converged"].mean()), grid.scenario

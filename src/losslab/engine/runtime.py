@@ -12,20 +12,29 @@ import warnings
 
 from losslab.core.numerics import pinned_capability
 
+# A stability map allocates the same few large buffers every epoch: kept in the heap they
+# are reused with no page faults (bench/map.py: 2-4× faster than at 128 KiB, where every
+# epoch maps and unmaps them). Its memory stays bounded by the chunk size.
+BATCHED_MMAP_THRESHOLD = 64 * 2**20
 
-def steady_malloc() -> None:
-    """Pin glibc's mmap threshold (128 KiB) so freed tensor buffers go back to the OS.
+
+def steady_malloc(threshold: int = 128 * 1024, trim: int | None = None) -> None:
+    """Pin glibc's mmap threshold (default 128 KiB) so freed tensor buffers go back to the OS.
 
     By default glibc raises the threshold after large blocks are freed; from then on the
     per-step and per-epoch buffers come from the heap, fragment it and are never returned:
     the relu_head stage grew past 4.5 GiB. Pinned: 0.45 GiB at the same speed (see
-    bench/README.md). No-op off glibc.
+    bench/README.md). A map's process pins it high instead (`BATCHED_MMAP_THRESHOLD`), and
+    the heap's trim threshold with it (`trim`), else the freed top of the heap goes back to
+    the OS every epoch. No-op off glibc.
     """
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+        if trim is not None:
+            libc.mallopt(-1, trim)  # M_TRIM_THRESHOLD
 
 
 def quiet_lightning() -> None:
