@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -157,6 +158,16 @@ def test_bad_grids_are_one_line_before_anything_trains(project: Path, args: list
     assert r.returncode == 2 and len(lines) == 1 and said in lines[0], r.stderr
     assert {p.name: p.read_bytes() for p in (project / "maps").glob("*")} == before
     assert run_statuses(project) == []
+
+
+@pytest.mark.slow
+def test_a_map_of_a_scenario_whose_data_is_not_prepared_prepares_it(project: Path) -> None:
+    """`maps:` may name a scenario that `scenarios:` leaves out (no prepare stage runs for
+    it): the map makes its data as `losslab prepare` would."""
+    shutil.rmtree(project / "data" / "xor")
+    r = run_cli(project, "map", "scenario=xor", "map.lr.num=4", "map.seeds=[0]")
+    assert r.returncode == 0, r.stderr
+    assert (project / "data" / "xor" / "points.csv").exists() and "wrote maps/xor.csv" in r.stdout
 
 
 def test_an_input_scale_must_be_positive_and_may_be_fractional(project: Path) -> None:

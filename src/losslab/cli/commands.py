@@ -76,6 +76,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_map(args: argparse.Namespace) -> int:
     root, overrides = _where(args)
     cfg, grid = map_config(overrides, root)  # bad input is answered here, before torch loads
+    if not (Path(cfg.paths.root) / cfg.data.path).exists():  # a map of a scenario not in the
+        for path in prepare(cfg):  # pipeline's `scenarios`: its data, made as `prepare` makes it
+            print(f"wrote {path}")
     check_data(cfg)
     tracker = TrackerProcess.open(cfg)
     try:
