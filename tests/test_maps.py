@@ -11,14 +11,15 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from omegaconf import DictConfig
 
 from losslab.core.config import compose
-from losslab.core.grid import map_config
+from losslab.core.grid import Grid, knob_override, map_config
 from losslab.core.outcome import OUTCOMES
 from losslab.engine.runtime import prepare_process
 from losslab.fit import fit
 from losslab.mapping.track import marks
-from losslab.mapping.train import run_map
+from losslab.mapping.train import MapResult, run_map
 from projects import run_cli, run_statuses
 
 # The variants that differ from the map's only in lr, the axis knob or the epochs.
@@ -40,6 +41,25 @@ def _same(got: np.ndarray, ref: np.ndarray) -> None:
     np.testing.assert_allclose(got[fin], ref[fin], rtol=1e-5, atol=floor)
 
 
+def _against_single_runs(prepared: Path, cfg: DictConfig, grid: Grid, keep: dict) -> MapResult:
+    """Train the map keeping `keep`'s cells, and check each against `fit` of the same
+    variant, axis value (set as the map sets it), seed and lr."""
+    result = run_map(cfg, grid, keep)
+    for (vi, si, li), slot in keep.items():
+        single = compose(
+            [
+                f"scenario={grid.scenario}",
+                f"variant={grid.scenario}/{grid.variant}",
+                knob_override(grid.knob, grid.values[vi]),
+                f"seeds=[{grid.seeds[si]}]",
+                f"optimizer.lr={float(grid.lrs[li])}",
+            ],
+            prepared,
+        )
+        _same(result.curves[slot], fit(single).curves["loss"][0])
+    return result
+
+
 @pytest.mark.slow
 def test_the_batched_engine_gives_the_single_run_paths_losses(prepared: Path) -> None:
     prepare_process("cpu")
@@ -47,20 +67,7 @@ def test_the_batched_engine_gives_the_single_run_paths_losses(prepared: Path) ->
     # (n_points index, seed index, lr index): converging, far past the line (inf then NaN),
     # just past it (slow growth), tiny lr (still falling), on both seeds.
     keep = {(3, 1, 30): 0, (10, 0, 35): 1, (18, 0, 5): 2, (18, 1, 26): 3, (0, 0, 39): 4}
-    result = run_map(cfg, grid, keep)
-    for (vi, si, li), slot in keep.items():
-        n, seed, lr = int(grid.values[vi]), grid.seeds[si], float(grid.lrs[li])
-        single = compose(
-            [
-                "scenario=linear",
-                "variant=linear/broken",
-                f"data.n_points={n}",
-                f"seeds=[{seed}]",
-                f"optimizer.lr={lr}",
-            ],
-            prepared,
-        )
-        _same(result.curves[slot], fit(single).curves["loss"][0])
+    result = _against_single_runs(prepared, cfg, grid, keep)
     assert not np.isfinite(result.curves[1][-1])  # a diverging cell was among them
 
 
@@ -75,20 +82,7 @@ def test_mini_batches_shuffled_per_seed_give_the_single_run_paths_losses(prepare
     # dead: converging (scaled down, small lr), past the line (the head blows up and dies),
     # a dead head, the original (scale 1, lr 0.01) alive and dead.
     keep = {(0, 2, 1): 0, (0, 2, 3): 1, (0, 0, 2): 2, (1, 2, 4): 3, (1, 0, 4): 4}
-    result = run_map(cfg, grid, keep)
-    for (vi, si, li), slot in keep.items():
-        scale, seed, lr = float(grid.values[vi]), grid.seeds[si], float(grid.lrs[li])
-        single = compose(
-            [
-                "scenario=relu_head",
-                "variant=relu_head/broken",
-                f"++data.input_scale={scale}",
-                f"seeds=[{seed}]",
-                f"optimizer.lr={lr}",
-            ],
-            prepared,
-        )
-        _same(result.curves[slot], fit(single).curves["loss"][0])
+    result = _against_single_runs(prepared, cfg, grid, keep)
     assert result.labels[0, 2, 1] == OUTCOMES.index("converged")  # scaled down, it trains
     assert result.risen[0, 2, 3] and not result.risen[0, 2, 1]  # past the line its loss rose
     assert np.isinf(result.bounds[:, :2]).all()  # a dead head has no curvature, so no bound
