@@ -18,8 +18,9 @@ from losslab.core.grid import Grid, knob_override, map_config
 from losslab.core.outcome import OUTCOMES
 from losslab.engine.runtime import prepare_process
 from losslab.fit import fit
+from losslab.mapping.result import MapResult
 from losslab.mapping.track import marks
-from losslab.mapping.train import MapResult, run_map
+from losslab.mapping.train import run_map
 from projects import run_cli, run_statuses
 
 # The variants that differ from the map's only in lr, the axis knob or the epochs.

@@ -75,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("map", help="a stability map: every lr × one knob × seed trained as one program")
     sp.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. scenario=linear map.lr.num=400")
+    parts = "train the map as map.parts Hydra jobs on the launcher (hydra/launcher=...), then merge"
+    sp.add_argument("-m", "--multirun", action="store_true", help=parts)
     sp.set_defaults(func=cmd_map)
 
     sp = sub.add_parser("list", help="the scenarios and their variants: role, expectation, description")
@@ -115,11 +117,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _flags_first(argv: list[str]) -> list[str]:
-    """Let `-m` go anywhere after `run`, as with Hydra apps (argparse stops collecting
-    positionals at the first option)."""
-    if "run" not in argv:
+    """Let `-m` go anywhere after `run` or `map`, as with Hydra apps (argparse stops
+    collecting positionals at the first option)."""
+    command = next((a for a in argv if a in ("run", "map")), None)
+    if command is None:
         return argv
-    i = argv.index("run") + 1
+    i = argv.index(command) + 1
     own = ("-m", "--multirun", "-q", "--quiet")
     flags = [a for a in argv[i:] if a in own]
     return argv[:i] + flags + [a for a in argv[i:] if a not in own]

@@ -75,7 +75,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_map(args: argparse.Namespace) -> int:
     root, overrides = _where(args)
-    cfg, grid = map_config(overrides, root)  # bad input is answered here, before torch loads
+    given = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    launcher = [o for o in overrides if o not in given]
+    if launcher and not args.multirun:
+        raise LosslabError(f"'{launcher[0]}' sets Hydra's launcher, which only -m uses: losslab map -m ...")
+    if args.multirun and args.config_dir:
+        raise LosslabError("--config-dir does not combine with -m yet: copy the folder into conf/")
+    cfg, grid = map_config(given, root)  # bad input is answered here, before torch loads
     if not (Path(cfg.paths.root) / cfg.data.path).exists():  # a map of a scenario not in the
         for path in prepare(cfg):  # pipeline's `scenarios`: its data, made as `prepare` makes it
             print(f"wrote {path}")
@@ -85,12 +91,13 @@ def cmd_map(args: argparse.Namespace) -> int:
         # Deferred: torch (~2 s) only once the grid is known to be sound.
         from losslab.engine.runtime import BATCHED_MMAP_THRESHOLD, prepare_process, steady_malloc
         from losslab.mapping.track import track  # (the same)
+        from losslab.sweeps.maps import map_multirun  # (the same)
     except BaseException:
         tracker.abort()
         raise
     prepare_process(grid.accelerator)
     steady_malloc(BATCHED_MMAP_THRESHOLD, trim=4 * BATCHED_MMAP_THRESHOLD)
-    result = track(cfg, grid, tracker)
+    result = map_multirun(cfg, grid, given, launcher, tracker) if args.multirun else track(cfg, grid, tracker)
     (agree, far), (ended, _) = result.agreement(), result.agreement(by="outcome")
     conv, s = float(result.shares["converged"].mean()), grid.scenario
     print(f"{s}: {grid.size:,} trainings in {result.seconds:.1f} s; {conv:.0%} of them converged")

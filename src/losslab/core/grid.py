@@ -47,6 +47,7 @@ class Grid:
     epochs: int | None
     memory_mib: float
     accelerator: str
+    parts: int = 1  # `losslab map -m`: the trainings split into this many Hydra jobs
 
     @property
     def size(self) -> int:
@@ -112,6 +113,9 @@ def grid_of(cfg: DictConfig) -> Grid:
     budget = m.get("memory_mib", 2048)
     if not isinstance(budget, (int, float)) or budget <= 0:
         raise LosslabError(f"map.memory_mib must be a positive number, got {budget!r}")
+    parts = m.get("parts", 1)
+    if not isinstance(parts, int) or isinstance(parts, bool) or parts < 1:
+        raise LosslabError(f"map.parts must be a positive integer, got {parts!r}")
     return Grid(
         scenario=cfg.scenario.name,
         variant=str(m.get("variant", "broken")),
@@ -123,6 +127,7 @@ def grid_of(cfg: DictConfig) -> Grid:
         epochs=epochs,
         memory_mib=float(budget),
         accelerator=str(m.get("accelerator", "cpu")),
+        parts=parts,
     )
 
 

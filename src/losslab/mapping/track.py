@@ -8,6 +8,7 @@ optimizer, scaled data) would not sit on this map.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,7 +18,8 @@ from losslab.core.config import compose, variants_of
 from losslab.core.errors import Interrupted
 from losslab.core.files import atomic_write, map_paths
 from losslab.core.grid import UNSET, Grid
-from losslab.mapping.train import MapResult, prepare_map, run_map
+from losslab.mapping.result import MapResult
+from losslab.mapping.train import Ready, prepare_map, run_map
 from losslab.report.maps import map_csv, map_png
 from losslab.tracking.writer import TrackerProcess
 
@@ -99,16 +101,19 @@ def write_outputs(result: MapResult, root: Path, marked: list[Mark]) -> tuple[st
     return text, png
 
 
-def track(cfg: DictConfig, grid: Grid, tracker: TrackerProcess) -> MapResult:
+def track(
+    cfg: DictConfig, grid: Grid, tracker: TrackerProcess, train: Callable[[Ready], MapResult] | None = None
+) -> MapResult:
     """Train the map, write its files and log one MLflow run (experiment `<scenario>-map`)
-    holding both; an interrupt ends the run KILLED and writes nothing."""
+    holding both; an interrupt ends the run KILLED and writes nothing. `train`: how the
+    prepared grid trains (default: here, `run_map`; `losslab map -m`: as Hydra jobs)."""
     key = "map"
     try:
         ready = prepare_map(cfg, grid)
         experiment = tracker.experiment(f"{grid.scenario}-map")
         name = f"{grid.variant}: lr × {grid.axis} ({grid.size:,} trainings)"
         tracker.start(key, experiment, name, {"role": "map", "variant": grid.variant}, [])
-        result = run_map(cfg, grid, ready=ready)
+        result = train(ready) if train else run_map(cfg, grid, ready=ready)
         marked = marks(cfg, grid)
         text, png = write_outputs(result, Path(cfg.paths.root), marked)
         (agree, far), (ended, _) = result.agreement(), result.agreement(by="outcome")
@@ -118,6 +123,7 @@ def track(cfg: DictConfig, grid: Grid, tracker: TrackerProcess) -> MapResult:
             "values": f"{grid.values.min():g}..{grid.values.max():g} ({len(grid.values)})",
             "seeds": str(list(grid.seeds)),
             "configurations": str(grid.size),
+            "parts": str(grid.parts),
         }
         summary = {
             "theory_agreement": agree if far else None,  # the loss rises iff lr > 2/λ_max

@@ -14,9 +14,7 @@ theory bound 2/λ_max at the seeds' initial weights (float64 HVPs, median over s
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,59 +26,14 @@ from losslab.core.config import compose
 from losslab.core.criteria import MARGIN, Criterion
 from losslab.core.errors import LosslabError
 from losslab.core.grid import Grid, chunk_size, knob_override
-from losslab.core.outcome import OUTCOMES, classify_many, tail_length
+from losslab.core.outcome import classify_many, tail_length
 from losslab.engine import build
 from losslab.engine.batched import CPU_CHUNK, Stacked, outputs, train_sgd
+from losslab.mapping.result import MapResult, Piece, merge
 from losslab.probes import lambda_max
 from losslab.probes.inputs import class_margin
 
 JUDGED = (MARGIN, "test_mae", "test_rel_mae")  # end-of-fit numbers a map can judge success on
-UNSTABLE = ("diverged", "rising", "oscillating")  # what the bound says happens above the line
-
-
-@dataclass
-class MapResult:
-    """One row per cell (lr fastest, then the axis); per training, its outcome, whether its
-    loss rose, and its own bound."""
-
-    grid: Grid
-    shares: dict[str, np.ndarray]  # outcome -> [values, lrs] share of seeds, for every OUTCOME
-    final_loss: np.ndarray  # median over seeds (inf/NaN where they ended so)
-    critical_lr: np.ndarray  # [values]: median over the seeds whose loss has curvature
-    labels: np.ndarray  # [values, seeds, lrs]: each training's outcome (index into OUTCOMES)
-    risen: np.ndarray  # [values, seeds, lrs]: its loss went above its first value at some epoch
-    bounds: np.ndarray  # [values, seeds]: 2/λ_max at that seed's initial weights (inf: λ <= 0)
-    epochs: int
-    seconds: float = 0.0
-    curves: dict[int, np.ndarray] = field(default_factory=dict)  # kept cells' per-epoch loss
-
-    @property
-    def rose(self) -> np.ndarray:
-        """[values, lrs]: the share of seeds whose loss rose at some epoch."""
-        return self.risen.mean(1)
-
-    @property
-    def rose_bounded(self) -> np.ndarray:
-        """[values, lrs]: that share among the seeds that have a bound (NaN: none has),
-        where the figure draws its measured line."""
-        bounded = np.isfinite(self.bounds)[:, :, None]
-        count = bounded.sum(1)
-        with np.errstate(invalid="ignore"):
-            return np.where(count > 0, (self.risen & bounded).sum(1) / count, np.nan)
-
-    def agreement(self, margin: float = 0.02, by: str = "rose") -> tuple[float, int]:
-        """Share of the trainings farther than `margin` from their own seed's bound that did
-        what the bound says, and how many there are. `rose`: the loss went up at some epoch
-        iff lr > 2/λ_max (the symptom users ask about; on a quadratic, gradient descent
-        below the line never raises the loss). `outcome`: the run ended unstable (diverged,
-        rising or oscillating) iff lr > 2/λ_max. A seed with no curvature has no bound:
-        its trainings count as below it."""
-        lr, bound = self.grid.lrs[None, None, :], self.bounds[:, :, None]
-        far = np.abs(lr / bound - 1) > margin
-        ended = np.isin(self.labels, [OUTCOMES.index(k) for k in UNSTABLE])
-        agree = (self.risen if by == "rose" else ended) == (lr > bound)
-        n = int(far.sum())
-        return (float(agree[far].mean()) if n else math.nan), n
 
 
 def _value_cfg(cfg: DictConfig, grid: Grid, value: float) -> DictConfig:
@@ -164,74 +117,110 @@ def _solved(crit: Criterion, net: Stacked, dm: object, x: torch.Tensor, y: torch
     return np.asarray([crit.bound.met(float(v)) for v in value.double().cpu()])
 
 
+Unit = tuple[int, int, int]  # (group, first, last + 1): configurations trained as one tensor
+
+
+def _device(grid: Grid) -> torch.device:
+    auto = grid.accelerator == "auto" and torch.cuda.is_available()
+    return torch.device("cuda" if grid.accelerator in ("gpu", "cuda") or auto else "cpu")
+
+
+def units(grid: Grid, ready: Ready) -> list[Unit]:
+    """The chunks the grid trains in: within the memory budget, and at least `grid.parts`
+    of them, so a map split into parts has work for every part. A configuration's numbers
+    do not depend on which others share its chunk (every sum runs within one configuration)."""
+    groups, ns, nl = _groups(grid, ready), len(grid.seeds), len(grid.lrs)
+    total = sum(len(members) for members, _, _ in groups) * ns * nl
+    share = -(-total // grid.parts)
+    out = []
+    for g, (members, _, _) in enumerate(groups):
+        per = min(ready[m][3] for m in members)
+        per = min(per, CPU_CHUNK) if _device(grid).type == "cpu" else per
+        per = min(per, share)
+        size = len(members) * ns * nl
+        out += [(g, lo, min(lo + per, size)) for lo in range(0, size, per)]
+    return out
+
+
+def theory(grid: Grid, ready: Ready) -> np.ndarray:
+    """[values, seeds]: each seed's bound 2/λ_max at its initial weights (inf: no curvature,
+    e.g. a ReLU head dead at init), by float64 HVP power iteration (`probes.lambda_max`)."""
+    bounds = np.empty((len(grid.values), len(grid.seeds)))
+    for vi, (vcfg, dm, models, _) in enumerate(ready):
+        loss_fn = instantiate(vcfg.loss)
+        lams = np.asarray([lambda_max(m, loss_fn, dm.x, dm.y) for m in models])
+        bounds[vi] = np.where(lams > 0, 2.0 / np.where(lams > 0, lams, 1.0), np.inf)
+    return bounds
+
+
+def epochs_of(grid: Grid, ready: Ready) -> int:
+    return grid.epochs or round(ready[0][0].fit.epochs * ready[0][0].epochs_scale)
+
+
+def train_part(
+    grid: Grid, ready: Ready, part: int = 0, keep: dict[tuple[int, int, int], int] | None = None
+) -> Piece:
+    """Train the chunks `units(...)[part::grid.parts]` and label every training as `losslab
+    run` labels a seed (`core.outcome`); `keep`: (value index, seed index, lr index) -> slot,
+    whose per-epoch loss lands in the piece's curves (the exactness test)."""
+    device, ns, nl = _device(grid), len(grid.seeds), len(grid.lrs)
+    criterion = Criterion.of(ready[0][0])
+    epochs = epochs_of(grid, ready)
+    lrs = torch.as_tensor(grid.lrs, dtype=torch.float32)
+    groups = _groups(grid, ready)
+    index, finals, labels, risen, curves = [], [], [], [], {}
+    for g, lo, hi in units(grid, ready)[part :: grid.parts]:
+        members, dm, counts = groups[g]
+        vcfg, _, models, _ = ready[members[0]]
+        x, y = dm.x.to(device), dm.y.to(device)
+        base = Stacked.of(models)
+        idx = torch.arange(lo, hi)
+        vi = torch.as_tensor(members)[idx // (ns * nl)]
+        si, li = (idx // nl) % ns, idx % nl
+        net = Stacked([w[si].clone() for w in base.weights], [b[si].clone() for b in base.biases],
+                      base.activation, base.output_activation).to(device)  # fmt: skip
+        cells = list(zip(vi.tolist(), si.tolist(), li.tolist(), strict=True))
+        wanted = [(j, keep[c]) for j, c in enumerate(cells) if keep and c in keep]
+        k = torch.as_tensor([j for j, _ in wanted], dtype=torch.long, device=device)
+        count = None if counts is None else counts[vi].to(device)
+        shuffle = (list(grid.seeds), si.to(device)) if vcfg.data.get("shuffle") else None
+        batch = vcfg.data.get("batch_size")
+        tail = tail_length(epochs)
+        trace = train_sgd(net, x, y, lrs[li].to(device), epochs, count, k, tail, batch, shuffle)
+        final = trace.final.double().cpu().numpy()
+        above = trace.peak > trace.start * (1 + 1e-3)  # as `rising` compares the final
+        risen.append((above | (trace.first_nonfinite > 0) | trace.peak.isnan()).cpu().numpy())
+        labels.append(classify_many(
+            trace.initial.cpu().numpy(),
+            final,
+            trace.tail.cpu().numpy(),
+            trace.first_nonfinite.cpu().numpy() > 0,
+            epochs,
+            criterion.converge_below,
+            criterion.improve_factor,
+            None if counts is not None else _solved(criterion, net, dm, x, y),
+        ))  # fmt: skip
+        index.append(((vi * ns + si) * nl + li).numpy())
+        finals.append(final)
+        for row, (_, slot) in enumerate(wanted):
+            curves[slot] = trace.curves[row].double().cpu().numpy()
+    arrays = _cat(index, np.int64), _cat(finals, np.float64), _cat(labels, np.int8), _cat(risen, bool)
+    return Piece(*arrays, curves)
+
+
+def _cat(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(arrays).astype(dtype) if arrays else np.empty(0, dtype)
+
+
 def run_map(
     cfg: DictConfig,
     grid: Grid,
     keep: dict[tuple[int, int, int], int] | None = None,
     ready: Ready | None = None,
 ) -> MapResult:
-    """Train the grid and label every training as `losslab run` labels a seed
-    (`core.outcome`); `keep`: (value index, seed index, lr index) -> slot, whose per-epoch
-    loss lands in `MapResult.curves` (the exactness test)."""
+    """Train the whole grid in this process (every part in turn) and merge it."""
     ready = ready if ready is not None else prepare_map(cfg, grid)
     start = time.perf_counter()
-    auto = grid.accelerator == "auto" and torch.cuda.is_available()
-    device = torch.device("cuda" if grid.accelerator in ("gpu", "cuda") or auto else "cpu")
-    nv, ns, nl = len(grid.values), len(grid.seeds), len(grid.lrs)
-    finals, labels = np.empty((nv, ns, nl)), np.empty((nv, ns, nl), dtype=np.int8)
-    rose = np.empty((nv, ns, nl), dtype=bool)
-    bounds = np.empty((nv, ns))
-    criterion = Criterion.of(ready[0][0])
-    epochs = grid.epochs or round(ready[0][0].fit.epochs * ready[0][0].epochs_scale)
-    result_curves: dict[int, np.ndarray] = {}
-    for vi, (vcfg, dm, models, _) in enumerate(ready):  # the theory line, per value
-        loss_fn = instantiate(vcfg.loss)
-        lams = np.asarray([lambda_max(m, loss_fn, dm.x, dm.y) for m in models])
-        bounds[vi] = np.where(lams > 0, 2.0 / np.where(lams > 0, lams, 1.0), np.inf)  # a dead head: none
-    finite = np.where(np.isfinite(bounds), bounds, np.nan)
-    crit = np.full(nv, np.inf)
-    has = np.isfinite(finite).any(1)
-    crit[has] = np.nanmedian(finite[has], axis=1)
-    lrs = torch.as_tensor(grid.lrs, dtype=torch.float32)
-    for members, dm, counts in _groups(grid, ready):
-        vcfg, _, models, per = ready[members[0]]
-        per = min(ready[m][3] for m in members)
-        per = min(per, CPU_CHUNK) if device.type == "cpu" else per
-        x, y = dm.x.to(device), dm.y.to(device)
-        base = Stacked.of(models)
-        batch = vcfg.data.get("batch_size")
-        total = len(members) * ns * nl
-        for lo in range(0, total, per):
-            idx = torch.arange(lo, min(lo + per, total))
-            vi = torch.as_tensor(members)[idx // (ns * nl)]
-            si, li = (idx // nl) % ns, idx % nl
-            net = Stacked([w[si].clone() for w in base.weights], [b[si].clone() for b in base.biases],
-                          base.activation, base.output_activation).to(device)  # fmt: skip
-            cells = list(zip(vi.tolist(), si.tolist(), li.tolist(), strict=True))
-            wanted = [(j, keep[c]) for j, c in enumerate(cells) if keep and c in keep]
-            k = torch.as_tensor([j for j, _ in wanted], dtype=torch.long, device=device)
-            count = None if counts is None else counts[vi].to(device)
-            shuffle = (list(grid.seeds), si.to(device)) if vcfg.data.get("shuffle") else None
-            trace = train_sgd(
-                net, x, y, lrs[li].to(device), epochs, count, k, tail_length(epochs), batch, shuffle
-            )
-            at = (vi.numpy(), si.numpy(), li.numpy())
-            finals[at] = trace.final.double().cpu().numpy()
-            above = trace.peak > trace.start * (1 + 1e-3)  # as `rising` compares the final
-            rose[at] = (above | (trace.first_nonfinite > 0) | trace.peak.isnan()).cpu().numpy()
-            labels[at] = classify_many(
-                trace.initial.cpu().numpy(),
-                finals[at],
-                trace.tail.cpu().numpy(),
-                trace.first_nonfinite.cpu().numpy() > 0,
-                epochs,
-                criterion.converge_below,
-                criterion.improve_factor,
-                None if counts is not None else _solved(criterion, net, dm, x, y),
-            )
-            for row, (_, slot) in enumerate(wanted):
-                result_curves[slot] = trace.curves[row].double().cpu().numpy()
-    shares = {name: (labels == i).mean(1) for i, name in enumerate(OUTCOMES)}
-    median = np.median(np.where(labels == OUTCOMES.index("diverged"), np.inf, finals), axis=1)
-    seconds = time.perf_counter() - start
-    return MapResult(grid, shares, median, crit, labels, rose, bounds, epochs, seconds, result_curves)
+    bounds = theory(grid, ready)
+    pieces = [train_part(grid, ready, part, keep) for part in range(grid.parts)]
+    return merge(grid, bounds, epochs_of(grid, ready), pieces, time.perf_counter() - start)
