@@ -15,7 +15,13 @@ measured in one run on this machine:
 Then 1,000,000 `linear` configurations × 500 epochs through the engine (chunked as
 `losslab map` chunks them, 2 threads), its peak memory, and GFLOP/s against a large torch.mm.
 
+`--device cuda` measures at scale on a GPU instead (the issue's 10,000,000 `linear` and
+100,000 `relu_head` configurations by default): engine against the hand-written limit on one
+chunk (best of 3), then the engine over every configuration in chunks, with the device's
+peak memory. `--device cpu --scale-linear 20000 --scale-relu 300` tries the same path here.
+
     .venv/bin/python bench/map.py [--configs 10000] [--epochs 500] [--relu-configs 1000] [--million]
+    python bench/map.py --device cuda [--scale-linear 10000000] [--scale-relu 100000] [--chunk 1000000]
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ def _linear_grid(c: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
 def limit_linear(lr, count, w, b, epochs: int) -> torch.Tensor:
     """The hand-written batched loop: what plain PyTorch can do at best for this grid."""
     w, b = w.clone(), b.clone()
-    mask = torch.arange(20)[None, :] < count[:, None]
+    mask = torch.arange(20, device=count.device)[None, :] < count[:, None]
     scale = (2.0 / count.double()).float()[:, None]
     cnt = count.float()
     for _ in range(epochs):
@@ -145,7 +151,7 @@ def _relu_stack(c: int) -> tuple[Stacked, torch.Tensor, torch.Tensor]:
 
 def _relu_orders(epoch: int, seed_of: torch.Tensor) -> torch.Tensor:
     gens = [torch.Generator().manual_seed(s * 100_003 + epoch) for s in RELU_SEEDS]
-    return torch.stack([torch.randperm(600, generator=g) for g in gens])[seed_of]
+    return torch.stack([torch.randperm(600, generator=g) for g in gens]).to(seed_of.device)[seed_of]
 
 
 def limit_relu(net: Stacked, lr: torch.Tensor, seed_of: torch.Tensor, epochs: int) -> torch.Tensor:
@@ -154,7 +160,7 @@ def limit_relu(net: Stacked, lr: torch.Tensor, seed_of: torch.Tensor, epochs: in
     lr3, lr2 = lr.view(-1, 1, 1), lr.view(-1, 1)
     for epoch in range(epochs):
         order = _relu_orders(epoch, seed_of)
-        total = torch.zeros(len(lr))
+        total = torch.zeros(len(lr), device=lr.device)
         for start in range(0, 600, 100):
             idx = order[:, start : start + 100]
             x, y = RELU_X[idx], RELU_Y[idx]
@@ -212,16 +218,73 @@ def engine_xor(net: Stacked, lr: torch.Tensor, epochs: int) -> torch.Tensor:
     return train_sgd(copy, XOR_X, XOR_Y, lr, epochs).final
 
 
+def _move(device: torch.device) -> None:
+    """Put the shared data on the device the loops run on."""
+    global X, Y, XOR_X, XOR_Y, RELU_X, RELU_Y
+    X, Y, XOR_X, XOR_Y, RELU_X, RELU_Y = (t.to(device) for t in (X, Y, XOR_X, XOR_Y, RELU_X, RELU_Y))
+
+
+def _synced(device: torch.device, fn, *args) -> tuple[float, object]:
+    """(seconds, result) with the device's queue drained before and after."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    out = fn(*args)
+    sync()
+    return time.perf_counter() - start, out
+
+
+def at_scale(device: torch.device, n_linear: int, n_relu: int, chunk: int, epochs: int) -> None:
+    """The engine against the limit on one chunk, then every configuration in chunks."""
+    _move(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    first = min(chunk, n_linear)
+    grid = [t.to(device) for t in _linear_grid(first)]
+    runs = [[_synced(device, f, *grid, epochs) for f in (limit_linear, engine_linear)] for _ in range(3)]
+    (t_l, l_l), (t_e, l_e) = (min((r[i] for r in runs), key=lambda t: t[0]) for i in range(2))
+    same = bool((torch.isfinite(l_e) == torch.isfinite(l_l)).all())
+    print(f"{device}: linear, one chunk of {first:,} × {epochs} epochs (best of 3): limit {t_l:.3f} s, "
+          f"engine {t_e:.3f} s ({t_e / t_l:.2f}×; the same inf/NaN configs {same})")  # fmt: skip
+    total = 0.0
+    for lo in range(0, n_linear, chunk):
+        part = [t.to(device) for t in _linear_grid(min(chunk, n_linear - lo), seed=lo)]
+        took, _ = _synced(device, engine_linear, *part, epochs)
+        total += took
+    print(f"{device}: linear, {n_linear:,} configs × {epochs} epochs through the engine in chunks of "
+          f"{chunk:,}: {total:.1f} s ({n_linear / total:,.0f} configs/s)")  # fmt: skip
+    relu_chunk = min(n_relu, max(1, chunk // 40))  # a 1-128-1 model holds ~40× a line's buffers
+    t_l = t_e = 0.0
+    for lo in range(0, n_relu, relu_chunk):
+        net, lr, seed_of = _relu_stack(min(relu_chunk, n_relu - lo))
+        net = Stacked([w.to(device) for w in net.weights], [b.to(device) for b in net.biases], "relu", "relu")
+        lr, seed_of = lr.to(device), seed_of.to(device)
+        t_l += _synced(device, limit_relu, net, lr, seed_of, 20)[0]
+        t_e += _synced(device, engine_relu, net, lr, seed_of, 20)[0]
+    print(f"{device}: relu_head, {n_relu:,} configs × 20 epochs × 6 batches in chunks of {relu_chunk:,}: "
+          f"limit {t_l:.1f} s, engine {t_e:.1f} s ({t_e / t_l:.2f}×)")  # fmt: skip
+    if device.type == "cuda":
+        print(f"{device}: peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", type=int, default=10_000)
     ap.add_argument("--epochs", type=int, default=500)
     ap.add_argument("--relu-configs", type=int, default=1_000)
     ap.add_argument("--million", action="store_true", help="also 1,000,000 linear configs (2 threads)")
+    ap.add_argument("--device", help="measure at scale on this device instead (cuda, or cpu to try it)")
+    ap.add_argument("--scale-linear", type=int, default=10_000_000)
+    ap.add_argument("--scale-relu", type=int, default=100_000)
+    ap.add_argument("--chunk", type=int, default=1_000_000, help="linear configs per chunk at scale")
     args = ap.parse_args()
     steady_malloc(
         BATCHED_MMAP_THRESHOLD, trim=4 * BATCHED_MMAP_THRESHOLD
     )  # as `losslab map` runs (the loops below share it)
+    if args.device:
+        torch.set_num_threads(2 if args.device == "cpu" else torch.get_num_threads())
+        at_scale(torch.device(args.device), args.scale_linear, args.scale_relu, args.chunk, args.epochs)
+        return
     torch.set_num_threads(1)
     c, e = args.configs, args.epochs
     grid = _linear_grid(c)
