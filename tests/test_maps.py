@@ -44,13 +44,14 @@ def _same(got: np.ndarray, ref: np.ndarray) -> None:
 
 def _against_single_runs(prepared: Path, cfg: DictConfig, grid: Grid, keep: dict) -> MapResult:
     """Train the map keeping `keep`'s cells, and check each against `fit` of the same
-    variant, axis value (set as the map sets it), seed and lr."""
+    variant and overrides, axis value (set as the map sets it), seed and lr."""
     result = run_map(cfg, grid, keep)
     for (vi, si, li), slot in keep.items():
         single = compose(
             [
                 f"scenario={grid.scenario}",
                 f"variant={grid.scenario}/{grid.variant}",
+                *grid.overrides,
                 knob_override(grid.knob, grid.values[vi]),
                 f"seeds=[{grid.seeds[si]}]",
                 f"optimizer.lr={float(grid.lrs[li])}",
@@ -87,6 +88,44 @@ def test_mini_batches_shuffled_per_seed_give_the_single_run_paths_losses(prepare
     assert result.labels[0, 2, 1] == OUTCOMES.index("converged")  # scaled down, it trains
     assert result.risen[0, 2, 3] and not result.risen[0, 2, 1]  # past the line its loss rose
     assert np.isinf(result.bounds[:, :2]).all()  # a dead head has no curvature, so no bound
+
+
+# Adam variants on each map: per-configuration lr, moments per stacked parameter, the step
+# count per update (relu_head: six mini-batches an epoch); xor's BCE on logits; an override
+# of the run config (a tanh MLP). Cells: (value, seed, lr) indices.
+OTHER = {
+    "linear": (["map.variant=adam", "map.axis.values=[5,20]", "map.lr.values=[0.001,0.05,1.0]"],
+               [(0, 0, 0), (1, 1, 1), (1, 0, 2), (0, 1, 2)]),
+    "xor": (["map.variant=adam", "map.axis.values=[2,8]", "map.lr.values=[0.01,0.3,3.0]"],
+            [(0, 0, 0), (1, 1, 1), (1, 0, 2), (0, 1, 1)]),
+    "relu_head": (["map.variant=linear_head_adam", "map.axis.values=[0.01,1.0]",
+                   "map.lr.values=[0.0001,0.01,1.0]"], [(0, 0, 1), (1, 1, 0), (0, 1, 2), (1, 0, 2)]),
+    "xor-bce": (["map.variant=bce_logits", "map.axis.values=[2,8]", "map.lr.values=[0.1,3.0,100.0]"],
+                [(0, 0, 0), (1, 1, 1), (1, 0, 2), (0, 1, 2)]),
+    "xor-tanh": (["model.activation._target_=torch.nn.Tanh", "map.axis.values=[4]",
+                  "map.lr.values=[0.1,1.0,5.0]"], [(0, 0, 0), (0, 1, 1), (0, 0, 2)]),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(OTHER))
+def test_adam_bce_and_overrides_map_with_the_single_run_paths_losses(prepared: Path, case: str) -> None:
+    prepare_process("cpu")
+    over, cells = OTHER[case]
+    cfg, grid = map_config([f"scenario={case.split('-')[0]}", *over, "map.seeds=[0,1]"], prepared)
+    _against_single_runs(prepared, cfg, grid, {cell: i for i, cell in enumerate(cells)})
+
+
+@pytest.mark.parametrize(
+    ("args", "said"), [(["scenario=xor", "map.variant=shape_bug"], "its targets have shape 'flat'"),
+                       (["scenario=linear", "++optimizer.momentum=0.9"], "its optimizer sets momentum=0.9"),
+                       (["scenario=linear", "loss._target_=torch.nn.L1Loss"], "its loss is torch.nn.L1Loss")]
+)  # fmt: skip
+def test_what_the_engine_cannot_train_is_refused(project: Path, args: list[str], said: str) -> None:
+    r = run_cli(project, "map", *args)
+    assert r.returncode == 2 and said in r.stderr and "map.variant=broken" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert run_statuses(project) == []  # refused before any run was started
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ each failure is one line that says what to type.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ class Grid:
     memory_mib: float
     accelerator: str
     parts: int = 1  # `losslab map -m`: the trainings split into this many Hydra jobs
+    overrides: tuple[str, ...] = ()  # the command's overrides of the run config (not map.*)
 
     @property
     def size(self) -> int:
@@ -143,6 +145,11 @@ def chunk_size(grid: Grid, bytes_per_config: float) -> int:
     return fits
 
 
+# Overrides the map sets itself: the rest (e.g. optimizer.momentum=0.9, model.sizes=[1,4,1])
+# apply to every configuration, as they would to `losslab run`.
+RESERVED = ("scenario=", "variant=", "map=", "map.", "seeds=", "hydra")
+
+
 def map_config(overrides: list[str], root: Path) -> tuple[DictConfig, Grid]:
     """The scenario's config with its map (conf/map/<scenario>.yaml), and the checked grid."""
     scenario = next((o.split("=", 1)[1] for o in overrides if o.startswith("scenario=")), None)
@@ -152,4 +159,6 @@ def map_config(overrides: list[str], root: Path) -> tuple[DictConfig, Grid]:
         have = ", ".join(available(Path(root), "map")) or "none"
         raise LosslabError(f"no map for scenario '{scenario}' (maps: {have}); add conf/map/{scenario}.yaml")
     cfg = compose([f"+map={scenario}", *overrides], root)
-    return cfg, grid_of(cfg)
+    grid = grid_of(cfg)
+    own = tuple(o for o in overrides if not o.lstrip("+~").startswith(RESERVED))
+    return cfg, dataclasses.replace(grid, overrides=own)

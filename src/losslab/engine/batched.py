@@ -1,7 +1,8 @@
 """Thousands of small MLPs trained as one tensor program: the stability maps' engine.
 
 Every configuration (a learning rate, a data-set size, a seed) is one slice of stacked
-weights [C, out, in]; full-batch gradient descent with the MSE loss runs on all slices at
+weights [C, out, in]; gradient descent (SGD or Adam, `engine.updates`, each configuration
+with its own lr) on the MSE or BCE with logits (`engine.losses`) runs on all slices at
 once, the backward written out (the chain rule per layer, a few batched matmuls), with no
 host synchronisation inside the epoch loop. `vmap(grad(functional_call))` computes the same
 numbers but is 5-17× slower on these tiny layers (bench/map.py): its per-op batching rules
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from losslab.engine.losses import loss_and_grad, scale_of
+from losslab.engine.updates import SGD, Adam
 
 ACTIVATIONS = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
 # Configurations per chunk on a CPU: the per-epoch tensors then stay in cache, which beats
@@ -119,15 +123,17 @@ def _step(
     net: Stacked,
     x: torch.Tensor,
     y: torch.Tensor,
-    step: torch.Tensor,
+    update: SGD | Adam,
     scale: tuple[torch.Tensor, torch.Tensor],
     mask: torch.Tensor | None,
+    kind: str = "mse",
 ) -> torch.Tensor:
-    """One SGD update on the MSE of (x, y) for every configuration; returns the loss [C]
-    before the update. x [N, in] (shared) or [C, N, in]; `scale`: `_mse_scale` of the
-    rows counted per configuration (`mask` [C, N, 1] says which, None: all)."""
-    c, layers = len(net), len(net.weights)
-    denom, norm = scale
+    """One update (`engine.updates`) on the loss `kind` (`engine.losses`) of (x, y) for
+    every configuration; returns the loss [C] before it. x [N, in] (shared) or [C, N, in];
+    `scale`: `losses.scale_of` the rows counted per configuration (`mask` [C, N, 1] says
+    which, None: all)."""
+    layers = len(net.weights)
+    update.begin()
     hs, zs, h = [x], [], x
     for i, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
         z = _affine(h, w, b)
@@ -136,24 +142,16 @@ def _step(
             h = torch.where(mask, h, 0.0)  # inf (0·inf would be NaN in its weight gradient)
         zs.append(z)
         hs.append(h)
-    r = h - y if mask is None else torch.where(mask, h - y, 0.0)
-    loss = (r * r).sum((1, 2)) / denom
-    g = r * norm
+    loss, g = loss_and_grad(kind, h, y, scale, mask)
     for i in range(layers - 1, -1, -1):
-        kind = net.output_activation if i == layers - 1 else net.activation
-        g = _act_grad(kind, zs[i], hs[i + 1], g)
+        act = net.output_activation if i == layers - 1 else net.activation
+        g = _act_grad(act, zs[i], hs[i + 1], g)
         dw, db = _weight_grad(g, hs[i]), g.sum(1)
         if i:
             g = g * net.weights[i] if net.weights[i].shape[1] == 1 else torch.bmm(g, net.weights[i])
-        net.weights[i].sub_(step.view(c, 1, 1) * dw)
-        net.biases[i].sub_(step.view(c, 1) * db)
+        update.apply(2 * i, net.weights[i], dw)
+        update.apply(2 * i + 1, net.biases[i], db)
     return loss
-
-
-def _mse_scale(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The MSE's divisor [C] and its gradient's factor [C, 1, 1], as mse_loss_backward
-    computes it (2 / (rows·k) rounded once), for `rows` [C] rows of k targets."""
-    return rows * k, (2.0 / (rows.double() * k)).to(rows.dtype).view(-1, 1, 1)
 
 
 def _permutations(seeds: list[int], n: int, epoch: int, device: torch.device) -> torch.Tensor:
@@ -173,8 +171,11 @@ def train_sgd(
     tail: int = 0,
     batch_size: int | None = None,
     shuffle: tuple[list[int], torch.Tensor] | None = None,
+    update: SGD | Adam | None = None,
+    loss: str = "mse",
 ) -> Trace:
-    """SGD (no momentum) on the mean squared error, every configuration at once.
+    """SGD (no momentum; or `update`, e.g. `engine.updates.Adam`) on the mean squared
+    error (or `loss`: "bce_logits"), every configuration at once.
 
     x [N, in], y [N, out] are shared; `count` [C] gives each configuration its first count[c]
     rows (None: all N; full batches only); `lr` [C]; `keep`: indices whose per-epoch loss is
@@ -188,9 +189,9 @@ def train_sgd(
     if count is not None and (batch_size or n) < n:
         raise ValueError("a row count per configuration needs full batches")
     rows = torch.full((c,), float(n), dtype=x.dtype, device=x.device) if count is None else count.to(x.dtype)
-    scale, k = _mse_scale(rows, y.shape[-1]), y.shape[-1]
+    scale, k = scale_of(rows, y.shape[-1]), y.shape[-1]
     mask = None if count is None else (torch.arange(n, device=x.device)[None, :] < count[:, None])[..., None]
-    step = lr.to(x.dtype)
+    step = update if update is not None else SGD(lr, x.dtype)
     keep = keep if keep is not None else torch.zeros(0, dtype=torch.long, device=x.device)
     curves = torch.empty(len(keep), epochs, dtype=x.dtype, device=x.device)
     last = torch.empty(c, tail, dtype=x.dtype, device=x.device)
@@ -199,14 +200,13 @@ def train_sgd(
     size = batch_size or n
     before = torch.empty(0)
     if size < n or shuffle is not None:  # an epoch's loss is a mean over updates: not this
-        r = outputs(net, x) - y
-        before = (r * r).sum((1, 2)) / scale[0]
+        before = loss_and_grad(loss, outputs(net, x), y, scale, None)[0]
     for epoch in range(epochs):
         if size >= n and shuffle is None:
-            loss = _step(net, x, y, step, scale, mask)
+            value = _step(net, x, y, step, scale, mask, loss)
         else:
             order = _permutations(shuffle[0], n, epoch, x.device)[shuffle[1]] if shuffle else None
-            loss = torch.zeros(c, dtype=x.dtype, device=x.device)
+            value = torch.zeros(c, dtype=x.dtype, device=x.device)
             for start in range(0, n, size):
                 if order is None:
                     xb, yb = x[start : start + size], y[start : start + size]
@@ -214,19 +214,19 @@ def train_sgd(
                     idx = order[:, start : start + size]
                     xb, yb = x[idx], y[idx]
                 b = float(yb.shape[-2])
-                part = scale if b == n else _mse_scale(torch.full_like(rows, b), k)
-                loss = loss + _step(net, xb, yb, step, part, None)
-            loss = loss / math.ceil(n / size)
+                part = scale if b == n else scale_of(torch.full_like(rows, b), k)
+                value = value + _step(net, xb, yb, step, part, None, loss)
+            value = value / math.ceil(n / size)
         if epoch == 0:
-            initial = peak = loss
-            before = loss if before.numel() == 0 else before
-        final, peak = loss, torch.maximum(peak, loss)
-        bad = ~torch.isfinite(loss) & (first_bad == 0)
+            initial = peak = value
+            before = value if before.numel() == 0 else before
+        final, peak = value, torch.maximum(peak, value)
+        bad = ~torch.isfinite(value) & (first_bad == 0)
         first_bad = torch.where(bad, epoch + 1, first_bad)
         if len(keep):
-            curves[:, epoch] = loss[keep]
+            curves[:, epoch] = value[keep]
         if epoch >= epochs - tail:
-            last[:, epoch - epochs + tail] = loss
+            last[:, epoch - epochs + tail] = value
     return Trace(initial, final, first_bad, curves, last, peak, before)
 
 

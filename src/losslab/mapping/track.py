@@ -53,7 +53,8 @@ def marks(cfg: DictConfig, grid: Grid) -> list[Mark]:
     """The scenario's variants that sit on this map (see the module's docstring)."""
     root = Path(cfg.paths.root)
     varied = ("variant", "optimizer.lr", grid.knob, "fit.epochs")
-    base = compose([f"scenario={grid.scenario}", f"variant={grid.scenario}/{grid.variant}"], root)
+    variant = [f"scenario={grid.scenario}", f"variant={grid.scenario}/{grid.variant}"]
+    base = compose([*variant, *grid.overrides], root)
     same = _rest(base, varied)
     out = []
     for name in variants_of(root, grid.scenario):

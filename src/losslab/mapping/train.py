@@ -29,6 +29,8 @@ from losslab.core.grid import Grid, chunk_size, knob_override
 from losslab.core.outcome import classify_many, tail_length
 from losslab.engine import build
 from losslab.engine.batched import CPU_CHUNK, Stacked, outputs, train_sgd
+from losslab.engine.losses import LOSSES
+from losslab.engine.updates import unsupported, update_of
 from losslab.mapping.result import MapResult, Piece, merge
 from losslab.probes import lambda_max
 from losslab.probes.inputs import class_margin
@@ -40,9 +42,8 @@ def _value_cfg(cfg: DictConfig, grid: Grid, value: float) -> DictConfig:
     root = Path(cfg.paths.root)
     knob = knob_override(grid.knob, value)
     seeds = f"seeds=[{','.join(str(s) for s in grid.seeds)}]"
-    return compose(
-        [f"scenario={grid.scenario}", f"variant={grid.scenario}/{grid.variant}", knob, seeds], root
-    )
+    variant = [f"scenario={grid.scenario}", f"variant={grid.scenario}/{grid.variant}"]
+    return compose([*variant, *grid.overrides, knob, seeds], root)
 
 
 def _models(cfg: DictConfig, seeds: tuple[int, ...]) -> list[torch.nn.Module]:
@@ -75,6 +76,13 @@ def prepare_map(cfg: DictConfig, grid: Grid) -> Ready:
         dm.setup()
         models = _models(vcfg, grid.seeds)
         ready.append((vcfg, dm, models, chunk_size(grid, _bytes_per_config(models, len(dm.x)))))
+    why = unsupported(ready[0][0])
+    if why is not None:
+        what = f"variant '{grid.variant}'" + (f" with {' '.join(grid.overrides)}" if grid.overrides else "")
+        raise LosslabError(
+            f"the map's engine trains SGD or Adam on the MSE or BCE with logits, as `losslab run` does; "
+            f"{what} cannot be mapped: {why} (map one without that, e.g. map.variant=broken)"
+        )
     crit = Criterion.of(ready[0][0])  # the variant's (a variant may change the criterion)
     if crit.number is not None and (crit.number not in JUDGED or grid.knob == "data.n_points"):
         raise LosslabError(
@@ -87,11 +95,14 @@ def prepare_map(cfg: DictConfig, grid: Grid) -> Ready:
 
 
 def _groups(grid: Grid, ready: Ready) -> list[tuple[list[int], object, torch.Tensor | None]]:
-    """Which axis values train as one tensor: a data-set size on unscaled data is a prefix of
-    the largest set (one group, a row count per configuration); anything else, one group per
-    value. Each: (value indices, the datamodule whose rows are used, counts per value)."""
+    """Which axis values train as one tensor: a data-set size on unscaled data (full batches,
+    the MSE) is a prefix of the largest set (one group, a row count per configuration);
+    anything else, one group per value. Each: (value indices, the datamodule whose rows are used, counts per value)."""
     prefix = grid.knob == "data.n_points" and all(
-        r[0].data.get("scale") is None and r[0].data.get("batch_size") is None for r in ready
+        r[0].data.get("scale") is None
+        and r[0].data.get("batch_size") is None
+        and LOSSES[r[0].loss._target_] == "mse"
+        for r in ready
     )
     if prefix:
         largest = int(np.argmax(grid.values))
@@ -166,7 +177,7 @@ def train_part(
     device, ns, nl = _device(grid), len(grid.seeds), len(grid.lrs)
     criterion = Criterion.of(ready[0][0])
     epochs = epochs_of(grid, ready)
-    lrs = torch.as_tensor(grid.lrs, dtype=torch.float32)
+    lrs = torch.as_tensor(grid.lrs, dtype=torch.float64)  # Adam divides it in double, as torch
     groups = _groups(grid, ready)
     index, finals, labels, risen, curves = [], [], [], [], {}
     for g, lo, hi in units(grid, ready)[part :: grid.parts]:
@@ -186,7 +197,9 @@ def train_part(
         shuffle = (list(grid.seeds), si.to(device)) if vcfg.data.get("shuffle") else None
         batch = vcfg.data.get("batch_size")
         tail = tail_length(epochs)
-        trace = train_sgd(net, x, y, lrs[li].to(device), epochs, count, k, tail, batch, shuffle)
+        update = update_of(vcfg, lrs[li].to(device))
+        kind = LOSSES[vcfg.loss._target_]
+        trace = train_sgd(net, x, y, lrs[li].to(device), epochs, count, k, tail, batch, shuffle, update, kind)
         final = trace.final.double().cpu().numpy()
         above = trace.peak > trace.start * (1 + 1e-3)  # as `rising` compares the final
         risen.append((above | (trace.first_nonfinite > 0) | trace.peak.isnan()).cpu().numpy())
