@@ -92,7 +92,8 @@ def test_mini_batches_shuffled_per_seed_give_the_single_run_paths_losses(prepare
 
 # Adam variants on each map: per-configuration lr, moments per stacked parameter, the step
 # count per update (relu_head: six mini-batches an epoch); xor's BCE on logits; an override
-# of the run config (a tanh MLP). Cells: (value, seed, lr) indices.
+# of the run config (a tanh MLP); the shape bug's (N, 1) outputs against (N,) targets.
+# Cells: (value, seed, lr) indices.
 OTHER = {
     "linear": (["map.variant=adam", "map.axis.values=[5,20]", "map.lr.values=[0.001,0.05,1.0]"],
                [(0, 0, 0), (1, 1, 1), (1, 0, 2), (0, 1, 2)]),
@@ -102,6 +103,8 @@ OTHER = {
                    "map.lr.values=[0.0001,0.01,1.0]"], [(0, 0, 1), (1, 1, 0), (0, 1, 2), (1, 0, 2)]),
     "xor-bce": (["map.variant=bce_logits", "map.axis.values=[2,8]", "map.lr.values=[0.1,3.0,100.0]"],
                 [(0, 0, 0), (1, 1, 1), (1, 0, 2), (0, 1, 2)]),
+    "xor-shape_bug": (["map.variant=shape_bug", "map.axis.values=[2,8]", "map.lr.values=[0.3,10.0]"],
+                      [(0, 0, 0), (1, 1, 0), (1, 0, 1)]),
     "xor-tanh": (["model.activation._target_=torch.nn.Tanh", "map.axis.values=[4]",
                   "map.lr.values=[0.1,1.0,5.0]"], [(0, 0, 0), (0, 1, 1), (0, 0, 2)]),
 }  # fmt: skip
@@ -117,7 +120,8 @@ def test_adam_bce_and_overrides_map_with_the_single_run_paths_losses(prepared: P
 
 
 @pytest.mark.parametrize(
-    ("args", "said"), [(["scenario=xor", "map.variant=shape_bug"], "its targets have shape 'flat'"),
+    ("args", "said"), [(["scenario=xor", "map.variant=bce_logits", "data.target_shape=flat"],
+                        "its targets have shape 'flat' with torch.nn.BCEWithLogitsLoss"),
                        (["scenario=linear", "++optimizer.momentum=0.9"], "its optimizer sets momentum=0.9"),
                        (["scenario=linear", "loss._target_=torch.nn.L1Loss"], "its loss is torch.nn.L1Loss")]
 )  # fmt: skip

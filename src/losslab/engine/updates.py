@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from losslab.engine.losses import LOSSES
+from losslab.engine.losses import LOSSES, kind_of
 
 SGD_TARGET, ADAM_TARGET = "torch.optim.SGD", "torch.optim.Adam"
 # Options the engine leaves out, and the value that makes each a no-op.
@@ -85,6 +85,8 @@ def unsupported(cfg: DictConfig) -> str | None:
     loss = cfg.get("loss") or {}
     if loss.get("_target_") not in LOSSES:
         return f"its loss is {loss.get('_target_')}"
+    if kind_of(cfg) is None:
+        return f"its targets have shape '{cfg.data.target_shape}' with {loss.get('_target_')}"
     for key, none in (("reduction", "mean"), ("weight", None), ("pos_weight", None)):
         if loss.get(key, none) != none:
             return f"its loss sets {key}={loss.get(key)}"
@@ -92,8 +94,6 @@ def unsupported(cfg: DictConfig) -> str | None:
         return "it has an lr schedule"
     if cfg.module.get("_target_") != "losslab.engine.module.EnsembleModule":
         return f"it trains with {cfg.module.get('_target_')}"
-    if cfg.data.get("target_shape", "column") != "column":
-        return f"its targets have shape '{cfg.data.target_shape}'"
     return None
 
 

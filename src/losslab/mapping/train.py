@@ -29,7 +29,7 @@ from losslab.core.grid import Grid, chunk_size, knob_override
 from losslab.core.outcome import classify_many, tail_length
 from losslab.engine import build
 from losslab.engine.batched import CPU_CHUNK, Stacked, outputs, train_sgd
-from losslab.engine.losses import LOSSES
+from losslab.engine.losses import kind_of
 from losslab.engine.updates import unsupported, update_of
 from losslab.mapping.result import MapResult, Piece, merge
 from losslab.probes import lambda_max
@@ -97,11 +97,10 @@ def prepare_map(cfg: DictConfig, grid: Grid) -> Ready:
 def _groups(grid: Grid, ready: Ready) -> list[tuple[list[int], object, torch.Tensor | None]]:
     """Which axis values train as one tensor: a data-set size on unscaled data (full batches,
     the MSE) is a prefix of the largest set (one group, a row count per configuration);
-    anything else, one group per value. Each: (value indices, the datamodule whose rows are used, counts per value)."""
+    anything else, one group per value. Each: (value indices, the datamodule whose rows are
+    used, counts per value)."""
     prefix = grid.knob == "data.n_points" and all(
-        r[0].data.get("scale") is None
-        and r[0].data.get("batch_size") is None
-        and LOSSES[r[0].loss._target_] == "mse"
+        r[0].data.get("scale") is None and r[0].data.get("batch_size") is None and kind_of(r[0]) == "mse"
         for r in ready
     )
     if prefix:
@@ -198,7 +197,7 @@ def train_part(
         batch = vcfg.data.get("batch_size")
         tail = tail_length(epochs)
         update = update_of(vcfg, lrs[li].to(device))
-        kind = LOSSES[vcfg.loss._target_]
+        kind = kind_of(vcfg)
         trace = train_sgd(net, x, y, lrs[li].to(device), epochs, count, k, tail, batch, shuffle, update, kind)
         final = trace.final.double().cpu().numpy()
         above = trace.peak > trace.start * (1 + 1e-3)  # as `rising` compares the final
