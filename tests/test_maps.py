@@ -119,6 +119,7 @@ def test_adam_bce_and_overrides_map_with_the_single_run_paths_losses(prepared: P
     _against_single_runs(prepared, cfg, grid, {cell: i for i, cell in enumerate(cells)})
 
 
+@pytest.mark.slow  # three CLI runs that load torch and Lightning (~7 s each)
 @pytest.mark.parametrize(
     ("args", "said"), [(["scenario=xor", "map.variant=bce_logits", "data.target_shape=flat"],
                         "its targets have shape 'flat' with torch.nn.BCEWithLogitsLoss"),

@@ -91,7 +91,9 @@ def cmd_map(args: argparse.Namespace) -> int:
         # Deferred: torch (~2 s) only once the grid is known to be sound.
         from losslab.engine.runtime import BATCHED_MMAP_THRESHOLD, prepare_process, steady_malloc
         from losslab.mapping.track import track  # (the same)
-        from losslab.sweeps.maps import map_multirun  # (the same)
+
+        if args.multirun:  # Deferred: losslab.sweeps loads the run pipeline and MLflow (~3 s)
+            from losslab.sweeps.maps import map_multirun
     except BaseException:
         tracker.abort()
         raise

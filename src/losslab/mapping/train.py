@@ -69,20 +69,21 @@ Ready = list[tuple[DictConfig, object, list[torch.nn.Module], int]]
 def prepare_map(cfg: DictConfig, grid: Grid) -> Ready:
     """Every axis value's config, data and initial models, and its chunk checked against the
     memory budget: all that can be refused is refused here, before any run or training."""
-    ready = []
-    for value in grid.values:
-        vcfg = _value_cfg(cfg, grid, value)
-        dm = build.datamodule(vcfg)
-        dm.setup()
-        models = _models(vcfg, grid.seeds)
-        ready.append((vcfg, dm, models, chunk_size(grid, _bytes_per_config(models, len(dm.x)))))
-    why = unsupported(ready[0][0])
+    first = _value_cfg(cfg, grid, grid.values[0])
+    why = unsupported(first)  # before the other values are composed and built
     if why is not None:
         what = f"variant '{grid.variant}'" + (f" with {' '.join(grid.overrides)}" if grid.overrides else "")
         raise LosslabError(
             f"the map's engine trains SGD or Adam on the MSE or BCE with logits, as `losslab run` does; "
             f"{what} cannot be mapped: {why} (map one without that, e.g. map.variant=broken)"
         )
+    ready = []
+    for i, value in enumerate(grid.values):
+        vcfg = first if i == 0 else _value_cfg(cfg, grid, value)
+        dm = build.datamodule(vcfg)
+        dm.setup()
+        models = _models(vcfg, grid.seeds)
+        ready.append((vcfg, dm, models, chunk_size(grid, _bytes_per_config(models, len(dm.x)))))
     crit = Criterion.of(ready[0][0])  # the variant's (a variant may change the criterion)
     if crit.number is not None and (crit.number not in JUDGED or grid.knob == "data.n_points"):
         raise LosslabError(
