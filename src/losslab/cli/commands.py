@@ -92,7 +92,8 @@ def cmd_map(args: argparse.Namespace) -> int:
         from losslab.engine.runtime import BATCHED_MMAP_THRESHOLD, prepare_process, steady_malloc
         from losslab.mapping.track import track  # (the same)
 
-        if args.multirun:  # Deferred: losslab.sweeps loads the run pipeline and MLflow (~3 s)
+        if args.multirun:
+            # Deferred: losslab.sweeps loads the run pipeline and MLflow (~3 s) a plain map never needs.
             from losslab.sweeps.maps import map_multirun
     except BaseException:
         tracker.abort()
