@@ -55,6 +55,7 @@ def _against_single_runs(prepared: Path, cfg: DictConfig, grid: Grid, keep: dict
                 knob_override(grid.knob, grid.values[vi]),
                 f"seeds=[{grid.seeds[si]}]",
                 f"optimizer.lr={float(grid.lrs[li])}",
+                "+fit.loop=lightning",  # the single-run path: autograd under a Trainer
             ],
             prepared,
         )

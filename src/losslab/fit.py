@@ -17,8 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from losslab.core.criteria import MARGIN, SCORE, Criterion
+from losslab.core.errors import LosslabError
 from losslab.core.results import FitRecords, Stability
-from losslab.engine import build
+from losslab.engine import build, direct
 from losslab.engine.datamodule import TableDataModule
 from losslab.engine.models import Ensemble
 from losslab.engine.module import EnsembleModule
@@ -34,6 +35,8 @@ from losslab.probes import (
 )
 from losslab.recorders import HealthRecorder
 
+LOOPS = ("auto", "engine", "lightning")
+
 
 def fit(
     cfg: DictConfig,
@@ -46,7 +49,11 @@ def fit(
     `dm`: a datamodule already set up (the pipeline builds them all before tracking);
     `warn`: called with each pre-fit finding (a broadcasting loss, a misused metric) before
     training starts, so it can be said loudly while the fit runs; `callbacks`: more
-    Lightning callbacks for the Trainer (a progress bar), which record nothing.
+    watchers of the fit (a progress bar), which record nothing.
+
+    The loop (`fit.loop`, `_loop`) is the batched engine's (`engine.direct`: the same
+    updates and recorders, bit for bit, at a fraction of the Trainer's overhead per update)
+    wherever it trains the config exactly, else Lightning's.
     """
     dm = dm or build.datamodule(cfg)
     dm.setup()
@@ -61,7 +68,12 @@ def fit(
     stability = _stability(cfg, net, module.loss_fn, dm)
     extra = (instantiate(c) for c in (cfg.scenario.get("callbacks") or {}).values())
     recorders = [HealthRecorder(), *extra]
-    build.trainer(cfg, [*recorders, *callbacks]).fit(module, datamodule=dm)
+    watchers = [*recorders, *callbacks]
+    loop = _loop(cfg, dm, net, watchers)
+    if loop == "engine":  # the same updates, bit for bit, without a Trainer
+        direct.train(cfg, module, dm, watchers)
+    else:
+        build.trainer(cfg, watchers).fit(module, datamodule=dm)
 
     criterion = Criterion.of(cfg)
     finals = {
@@ -82,7 +94,22 @@ def fit(
         optimizer=opt._target_.rsplit(".", 1)[-1],
         plain_gd=opt._target_.endswith(".SGD") and not opt.get("momentum"),
         weights={k: v.detach().cpu().numpy().copy() for k, v in net.params().items()},
+        loop=loop,
     )
+
+
+def _loop(cfg: DictConfig, dm: TableDataModule, net: Ensemble, watchers: list) -> str:
+    """`fit.loop`: auto (default: the engine's where it is exact, else Lightning's),
+    engine (an error naming what it cannot train) or lightning."""
+    asked = (cfg.get("fit") or {}).get("loop", "auto")
+    if asked not in LOOPS:
+        raise LosslabError(f"fit.loop must be one of {', '.join(LOOPS)}; got {asked!r}")
+    if asked == "lightning":
+        return asked
+    why = direct.why_not(cfg, dm, net, watchers)
+    if why and asked == "engine":
+        raise LosslabError(f"fit.loop=engine cannot train {cfg.scenario.name}/{cfg.variant.name}: {why}")
+    return "lightning" if why else "engine"
 
 
 def pitfalls(module: EnsembleModule, dm: TableDataModule, metrics: list[str]) -> list[str]:

@@ -52,6 +52,7 @@ class FitRecords:
     # The trained weights, stacked [seeds, ...] by parameter name (numpy, CPU): the doctor
     # reads dead units from them instead of training the seeds again.
     weights: dict[str, np.ndarray] = field(default_factory=dict)
+    loop: str = "lightning"  # which loop trained it: "engine" (engine.direct) or "lightning"
 
     def seed_numbers(self, i: int) -> dict[str, float]:
         return {k: float(v[i]) for k, v in self.finals.items()}

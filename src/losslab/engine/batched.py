@@ -29,6 +29,26 @@ ACTIVATIONS = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
 CPU_CHUNK = 8192
 
 
+def layout(model: nn.Module) -> tuple[list[int], str | None, str | None]:
+    """(the Linear layers' positions, the activation between them, the head's) of an `mlp`:
+    Linear layers with biases, one kind of ReLU, Sigmoid or Tanh between every two, an
+    optional one after the last; ValueError for any other module."""
+    mods = list(model) if isinstance(model, nn.Sequential) else [None]
+    kinds = [None if isinstance(m, nn.Linear) else ACTIVATIONS.get(type(m), "?") for m in mods]
+    lin = [i for i, k in enumerate(kinds) if k is None]
+    between = {kinds[i + 1] for i in lin[:-1]}
+    if (
+        not lin
+        or "?" in kinds
+        or any(mods[i].bias is None for i in lin)
+        or lin[0] != 0
+        or (lin != list(range(0, 2 * len(lin), 2)) or len(between) > 1 or len(mods) > 2 * len(lin))
+    ):
+        raise ValueError("the batched engine trains Linear layers with ReLU, Sigmoid or Tanh between them")
+    head = kinds[-1] if len(mods) == 2 * len(lin) else None
+    return lin, next(iter(between), None), head
+
+
 @dataclass
 class Stacked:
     """C stacked MLPs of one shape: weights[l] is [C, out, in], biases[l] is [C, out]."""
@@ -37,19 +57,12 @@ class Stacked:
     biases: list[torch.Tensor]
     activation: str | None  # between layers
     output_activation: str | None
+    exact: bool = False  # matmuls where a broadcast is faster: bitwise the single-run path
 
     @classmethod
     def of(cls, models: list[nn.Sequential]) -> Stacked:
         """Stack same-shaped `mlp`s (Linear layers, one activation kind, an optional head)."""
-        first = models[0]
-        linears = [i for i, m in enumerate(first) if isinstance(m, nn.Linear)]
-        kinds = [ACTIVATIONS.get(type(m)) for m in first if not isinstance(m, nn.Linear)]
-        if any(not isinstance(m, (nn.Linear, *ACTIVATIONS)) for m in first):
-            raise ValueError(
-                "the batched engine trains Linear layers with ReLU, Sigmoid or Tanh between them"
-            )
-        head = kinds[-1] if len(first) > linears[-1] + 1 else None
-        hidden = kinds[0] if kinds and (head is None or len(kinds) > 1) else None
+        linears, hidden, head = layout(models[0])
         weights = [torch.stack([m[i].weight.detach() for m in models]) for i in linears]
         biases = [torch.stack([m[i].bias.detach() for m in models]) for i in linears]
         return cls(weights, biases, hidden, head)
@@ -60,6 +73,7 @@ class Stacked:
             [b.to(device) for b in self.biases],
             self.activation,
             self.output_activation,
+            self.exact,
         )
 
     def __len__(self) -> int:
@@ -95,24 +109,24 @@ def _act_grad(kind: str | None, z: torch.Tensor, h: torch.Tensor, g: torch.Tenso
     if kind == "relu":  # autograd's own kernel: g where h > 0, else 0 (an inf g included)
         return torch.ops.aten.threshold_backward(g, h, 0.0)
     if kind == "sigmoid":
-        return g * (h * (1 - h))
+        return torch.ops.aten.sigmoid_backward(g, h)
     if kind == "tanh":
-        return g * (1 - h * h)
+        return torch.ops.aten.tanh_backward(g, h)
     return g
 
 
-def _affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _affine(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, exact: bool = False) -> torch.Tensor:
     """h [N, in] (shared) or [C, N, in] times w [C, out, in]^T plus b: [C, N, out]."""
-    if w.shape[2] == 1:  # one input: a broadcast multiply beats a matmul with inner size 1
+    if w.shape[2] == 1 and not exact:  # one input: a broadcast multiply beats a matmul with inner size 1
         return torch.addcmul(b[:, None, :], h if h.ndim == 3 else h[None], w.transpose(1, 2))
     if h.ndim == 2:
         return torch.matmul(h, w.transpose(1, 2)) + b[:, None, :]
     return torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
 
 
-def _weight_grad(delta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+def _weight_grad(delta: torch.Tensor, h: torch.Tensor, exact: bool = False) -> torch.Tensor:
     """δ [C, N, out] and the layer's input h [N, in] or [C, N, in]: dW [C, out, in]."""
-    if h.shape[-1] == 1:  # one input: a weighted sum beats a matmul with output size 1
+    if h.shape[-1] == 1 and not exact:  # one input: a weighted sum beats a matmul with output size 1
         return (delta * h).sum(1)[..., None]
     if h.ndim == 2:
         return torch.matmul(delta.transpose(1, 2), h)
@@ -136,7 +150,7 @@ def _step(
     update.begin()
     hs, zs, h = [x], [], x
     for i, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
-        z = _affine(h, w, b)
+        z = _affine(h, w, b, net.exact)
         h = _act(net.output_activation if i == layers - 1 else net.activation, z)
         if mask is not None and i < layers - 1:  # rows a configuration does not have: 0, never
             h = torch.where(mask, h, 0.0)  # inf (0·inf would be NaN in its weight gradient)
@@ -146,7 +160,7 @@ def _step(
     for i in range(layers - 1, -1, -1):
         act = net.output_activation if i == layers - 1 else net.activation
         g = _act_grad(act, zs[i], hs[i + 1], g)
-        dw, db = _weight_grad(g, hs[i]), g.sum(1)
+        dw, db = _weight_grad(g, hs[i], net.exact), g.sum(1)
         if i:
             g = g * net.weights[i] if net.weights[i].shape[1] == 1 else torch.bmm(g, net.weights[i])
         update.apply(2 * i, net.weights[i], dw)

@@ -1,9 +1,9 @@
 """Progress of a long run: a live bar per variant over its epochs on a terminal, and one
 line per finished variant (what `dvc repro` and CI logs show), nothing with `quiet`.
 
-The bar is a Lightning callback over epochs (a variant trains all its seeds at once, so
-one bar covers them all); Lightning's own bar counts batches within an epoch, which for a
-full-batch run of 500 epochs says nothing.
+The bar counts the fit's epochs (`engine.hooks`: under Lightning or the engine's own loop;
+a variant trains all its seeds at once, so one bar covers them all); Lightning's own bar
+counts batches within an epoch, which for a full-batch run of 500 epochs says nothing.
 """
 
 from __future__ import annotations
@@ -12,28 +12,29 @@ import sys
 import time
 from typing import TextIO
 
-import pytorch_lightning as pl
 from tqdm.auto import tqdm
 
+from losslab.engine.hooks import FitHooks, State
 
-class EpochBar(pl.Callback):
+
+class EpochBar(FitHooks):
     """tqdm over the fit's epochs, removed when the fit ends (the finished line replaces it)."""
 
     def __init__(self, label: str, epochs: int, stream: TextIO) -> None:
         self.label, self.epochs, self.stream = label, epochs, stream
         self.bar: tqdm | None = None
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def fit_started(self, state: State) -> None:
         self.bar = tqdm(total=self.epochs, desc=self.label, unit="epoch", leave=False, file=self.stream)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def epoch_ended(self, state: State) -> None:
         if self.bar is not None:
             self.bar.update(1)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def fit_ended(self, state: State) -> None:
         self.close()
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException) -> None:
+    def failed(self, error: BaseException) -> None:
         self.close()
 
     def close(self) -> None:
@@ -52,7 +53,7 @@ class Progress:
         self.live = not quiet and self.stream.isatty()
         self.started = time.perf_counter()
 
-    def start(self, label: str, epochs: int) -> list[pl.Callback]:
+    def start(self, label: str, epochs: int) -> list[FitHooks]:
         """The callbacks for one variant's fit: a bar on a terminal, none elsewhere."""
         self.started = time.perf_counter()
         return [EpochBar(label, epochs, self.stream)] if self.live else []

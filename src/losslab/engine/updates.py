@@ -3,11 +3,12 @@ configuration with its own learning rate.
 
 `SGD` and `Adam` apply, per stacked parameter [C, ...], exactly the operations of
 `torch.optim.SGD` (no momentum) and `torch.optim.Adam`'s single-tensor path (the one it
-takes on a CPU), in their order and precision, with lr a tensor [C] instead of one float:
-for one lr the result is bitwise torch.optim's (tests/test_maps.py trains map cells and
-their single runs side by side). `unsupported` says what a config asks that the engine
-does not do (`engine.losses` has the losses), so a map refuses it instead of training
-something else.
+takes on a CPU), in their order and precision, with lr a tensor [C] instead of one float.
+SGD's own kernel is a fused multiply-add (one rounding) where the per-configuration
+product rounds twice: a last-bit difference; after `set_lr` (one lr for all) both rules
+are bitwise torch.optim's (tests/test_direct.py). `unsupported` says what a config asks
+that the engine does not do (`engine.losses` has the losses), so a map refuses it instead
+of training something else.
 """
 
 from __future__ import annotations
@@ -38,12 +39,21 @@ class SGD:
 
     def __init__(self, lr: torch.Tensor, dtype: torch.dtype = torch.float32) -> None:
         self.lr = lr.to(dtype)  # the kernel's float32 lr
+        self.one: float | None = None  # one lr for all: torch's own fused kernel
 
     def begin(self) -> None:
         """Called once per update, before its parameters."""
 
     def apply(self, key: int, p: torch.Tensor, g: torch.Tensor) -> None:
-        p.sub_(_per(self.lr, p) * g)
+        if self.one is not None:  # a multiply-add in one rounding, as torch.optim.SGD's step
+            p.add_(g, alpha=-self.one)
+        else:  # one lr per configuration: the product rounded, then the sum (equal but for
+            p.sub_(_per(self.lr, p) * g)  # a last bit where lr·g is not small beside p)
+
+    def set_lr(self, lr: float) -> None:
+        """One lr for every configuration from now on (a schedule's step): then the update
+        is bitwise torch.optim.SGD's."""
+        self.lr, self.one = torch.full_like(self.lr, lr), lr
 
 
 class Adam:
@@ -72,9 +82,16 @@ class Adam:
         denom = (v.sqrt() / self.root).add_(self.eps)
         p.add_((-_per(self.size, p) * m) / denom)  # addcdiv_'s (value·m)/denom, value = −lr/bc1
 
+    def set_lr(self, lr: float) -> None:
+        """One lr for every configuration from now on (a schedule's step)."""
+        self.lr = torch.full_like(self.lr, lr)
 
-def unsupported(cfg: DictConfig) -> str | None:
-    """What in a composed run config the engine cannot train as `losslab run` does, or None."""
+
+def unsupported(cfg: DictConfig, schedules: bool = False) -> str | None:
+    """What in a composed run config the engine cannot train as `losslab run` does, or None.
+    `schedules`: the caller steps the config's own lr scheduler (`engine.direct` does)."""
+    if cfg.module.get("_target_") != "losslab.engine.module.EnsembleModule":
+        return f"it trains with {cfg.module.get('_target_')}"
     opt = cfg.get("optimizer") or {}
     target = opt.get("_target_")
     if target not in (SGD_TARGET, ADAM_TARGET):
@@ -90,10 +107,8 @@ def unsupported(cfg: DictConfig) -> str | None:
     for key, none in (("reduction", "mean"), ("weight", None), ("pos_weight", None)):
         if loss.get(key, none) != none:
             return f"its loss sets {key}={loss.get(key)}"
-    if cfg.get("scheduler") is not None:
+    if cfg.get("scheduler") is not None and not schedules:
         return "it has an lr schedule"
-    if cfg.module.get("_target_") != "losslab.engine.module.EnsembleModule":
-        return f"it trains with {cfg.module.get('_target_')}"
     return None
 
 

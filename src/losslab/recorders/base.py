@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
+from losslab.engine.hooks import FitHooks
 
-class Recorder(pl.Callback):
-    """A thin Lightning callback that calls probes and keeps what they return.
+
+class Recorder(FitHooks):
+    """Calls probes during a fit (`engine.hooks`: under Lightning or the engine's own loop)
+    and keeps what they return.
 
     `records()` gives name -> [replicas, epochs] arrays, `finals` name -> [replicas].
     Values stay on the device as tensors until the fit ends (no host sync per epoch). A
-    recorder reads the module, the batch and the step outputs; it never changes them.
+    recorder reads the fit's state and the step's losses and gradients; it never changes them.
     """
 
     def __init__(self) -> None:

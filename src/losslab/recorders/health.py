@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytorch_lightning as pl
 import torch
 
-from losslab.engine.module import EnsembleModule
+from losslab.engine.hooks import State
 from losslab.probes import total_norm
 from losslab.recorders.base import Recorder
 
@@ -22,35 +19,30 @@ class HealthRecorder(Recorder):
         self._losses: list[torch.Tensor] = []
         self._grad_norms: list[torch.Tensor] = []
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: EnsembleModule) -> None:
+    def epoch_started(self, state: State) -> None:
         self._losses.clear()
         self._grad_norms.clear()
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: EnsembleModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self._losses.append(outputs["replica_losses"])
-
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: EnsembleModule, optimizer: torch.optim.Optimizer
-    ) -> None:
-        norm = total_norm({k: p.grad for k, p in pl_module.net.stacked.items()})
+    def gradients(self, state: State, grads: dict[str, torch.Tensor]) -> None:
+        norm = total_norm(grads)
         if norm is not None:
             self._grad_norms.append(norm)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: EnsembleModule) -> None:
+    def batch_ended(self, state: State, losses: torch.Tensor) -> None:
+        self._losses.append(losses.detach())
+
+    def epoch_ended(self, state: State) -> None:
         self._add("loss", torch.stack(self._losses).mean(0))
         if self._grad_norms:
             self._add("grad_norm", torch.stack(self._grad_norms).mean(0))
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-        self._add("lr", torch.full((len(pl_module.net.seeds),), float(lr), dtype=torch.float64))
-        for name, p in self._scalars(pl_module).items():
+        self._add("lr", torch.full((len(state.net.seeds),), state.lr, dtype=torch.float64))
+        for name, p in self._scalars(state).items():
             self._add(name, p.detach().reshape(-1))
 
     @staticmethod
-    def _scalars(pl_module: EnsembleModule) -> dict[str, torch.Tensor]:
+    def _scalars(state: State) -> dict[str, torch.Tensor]:
         """One-number parameters, named `weight`/`bias` when that is unambiguous."""
-        scalars = {k: p for k, p in pl_module.net.params().items() if p[0].numel() == 1}
+        scalars = {k: p for k, p in state.net.params().items() if p[0].numel() == 1}
         short = [k.rsplit(".", 1)[-1] for k in scalars]
         if len(set(short)) == len(short):
             return dict(zip(short, scalars.values(), strict=True))

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
 
-from losslab.engine.module import EnsembleModule
+from losslab.engine.hooks import State
 from losslab.recorders.base import Recorder
-
-
-def _predict(pl_module: EnsembleModule, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        x = x.to(pl_module.device)
-        return pl_module(x.expand(len(pl_module.net.seeds), *x.shape))
 
 
 class RegressionHealth(Recorder):
@@ -22,18 +15,19 @@ class RegressionHealth(Recorder):
         super().__init__()
         self.keras_accuracy = keras_accuracy
 
-    def _errors(self, pl_module: EnsembleModule, part: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        dm = pl_module.trainer.datamodule
+    @staticmethod
+    def _errors(state: State, part: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        dm = state.dm
         x, _ = dm.part(part)
         if len(x) == 0:
             return None
-        pred = dm.decode_y(_predict(pl_module, x)).reshape(len(pl_module.net.seeds), len(x), -1)
+        pred = dm.decode_y(state.predict(x)).reshape(len(state.net.seeds), len(x), -1)
         truth = dm.raw[part][1].to(pred.device)
         return pred, truth
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: EnsembleModule) -> None:
+    def epoch_ended(self, state: State) -> None:
         for part in ("train", "val"):
-            got = self._errors(pl_module, part)
+            got = self._errors(state, part)
             if got is None:
                 continue
             pred, truth = got
@@ -45,8 +39,8 @@ class RegressionHealth(Recorder):
                 # mean(y_true == (y_pred > 0.5)). On targets like 2, 4, …, 1998 it is 0.
                 self._add("keras_accuracy", (truth == (pred > 0.5).float()).float().mean((1, 2)))
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: EnsembleModule) -> None:
-        got = self._errors(pl_module, "test")
+    def fit_ended(self, state: State) -> None:
+        got = self._errors(state, "test")
         if got is None:
             return
         pred, truth = got

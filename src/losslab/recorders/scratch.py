@@ -15,7 +15,12 @@ from losslab.recorders.base import Recorder
 class ScratchHealth(Recorder):
     """Per epoch: accuracy, and the latest hand-vs-autograd relative error per tensor,
     checked (float64, on the weights the update is about to use) on the first batch every
-    `check_every` epochs and at the last; the worst check of the run at the end."""
+    `check_every` epochs and at the last; the worst check of the run at the end.
+
+    It reads the hand-written module's own methods and the batch before the step: Lightning
+    hooks, not the plain ones (`engine.hooks`), so it runs under a Trainer only."""
+
+    plain = False
 
     def __init__(self, check_every: int = 100) -> None:
         super().__init__()

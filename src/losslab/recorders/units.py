@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytorch_lightning as pl
 import torch
 
-from losslab.engine.module import EnsembleModule
+from losslab.engine.hooks import State
 from losslab.probes import dead_units
 from losslab.recorders.base import Recorder
 
@@ -16,29 +13,29 @@ class DeadUnits(Recorder):
     """`probes.dead_units` on the training inputs: a unit is dead when its pre-activation is
     <= 0 on every one of them (it outputs 0 and passes no gradient)."""
 
-    def _measure(self, pl_module: EnsembleModule) -> tuple[torch.Tensor, torch.Tensor | None]:
-        dm = pl_module.trainer.datamodule
+    @staticmethod
+    def _measure(state: State) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.no_grad():
-            return dead_units(pl_module.net.template, pl_module.net.params(), dm.x.to(pl_module.device))
+            return dead_units(state.net.template, state.net.params(), state.dm.x.to(state.device))
 
-    def _finals(self, pl_module: EnsembleModule, when: str) -> None:
-        frac, head = self._measure(pl_module)
+    def _finals(self, state: State, when: str) -> None:
+        frac, head = self._measure(state)
         self._final(f"dead_fraction_{when}", frac)
         if head is not None:
             self._final(f"head_dead_{when}", head)
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: EnsembleModule) -> None:
-        self._finals(pl_module, "init")
+    def fit_started(self, state: State) -> None:
+        self._finals(state, "init")
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: EnsembleModule, *args: Any) -> None:
-        if trainer.global_step == 1:  # right after the very first update
-            self._finals(pl_module, "step1")
+    def batch_ended(self, state: State, losses: torch.Tensor) -> None:
+        if state.step == 1:  # right after the very first update
+            self._finals(state, "step1")
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: EnsembleModule) -> None:
-        frac, head = self._measure(pl_module)
+    def epoch_ended(self, state: State) -> None:
+        frac, head = self._measure(state)
         self._add("dead_fraction", frac)
         if head is not None:
             self._add("head_dead", head)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: EnsembleModule) -> None:
-        self._finals(pl_module, "final")
+    def fit_ended(self, state: State) -> None:
+        self._finals(state, "final")

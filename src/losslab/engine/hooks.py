@@ -1,0 +1,103 @@
+"""What a fit tells those who watch it, whichever loop runs it: Lightning's or the engine's.
+
+Recorders and the progress bar are written once against the plain hooks of `FitHooks`.
+As Lightning callbacks they get them from the Trainer's own hooks; `engine.direct`, which
+trains a variant's seeds on the batched engine without a Trainer, calls them itself at the
+same points of the fit. Both loops therefore record the same numbers with the same code:
+
+    fit_started     before the first update
+    epoch_started   at each epoch's start
+    gradients       each update's gradients (per stacked parameter), before it is applied
+    batch_ended     after each update, with each replica's loss on that batch (before it)
+    epoch_ended     at each epoch's end
+    fit_ended       after the last epoch
+    failed          when the fit raises (a bar closes itself)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytorch_lightning as pl
+import torch
+
+if TYPE_CHECKING:  # types only: both are engine modules that do not import this one
+    from losslab.engine.datamodule import TableDataModule
+    from losslab.engine.models import Ensemble
+
+
+@dataclass
+class State:
+    """Where a fit stands: the ensemble being trained (its parameters are the live ones)."""
+
+    net: Ensemble
+    dm: TableDataModule
+    epochs: int  # the fit's epoch budget
+    epoch: int = 0  # the current epoch, from 0
+    step: int = 0  # updates applied so far
+    lr: float = 0.0  # the learning rate of the next update
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.net.params().values())).device
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Every replica's outputs on the same inputs x [N, ...]: [replicas, N, ...]."""
+        with torch.no_grad():
+            x = x.to(self.device)
+            return self.net(x.expand(len(self.net.seeds), *x.shape))
+
+
+class FitHooks(pl.Callback):
+    """A watcher of fits. `plain`: it uses only the hooks above, so the engine's loop can
+    drive it; a subclass that reads more of Lightning (its module's own methods, the
+    batch before the step) sets it False and is only run under a Trainer."""
+
+    plain = True
+
+    def fit_started(self, state: State) -> None: ...
+
+    def epoch_started(self, state: State) -> None: ...
+
+    def gradients(self, state: State, grads: dict[str, torch.Tensor]) -> None: ...
+
+    def batch_ended(self, state: State, losses: torch.Tensor) -> None: ...
+
+    def epoch_ended(self, state: State) -> None: ...
+
+    def fit_ended(self, state: State) -> None: ...
+
+    def failed(self, error: BaseException) -> None: ...
+
+    # --- the same hooks from a Lightning Trainer -----------------------------------------
+
+    @staticmethod
+    def _state(trainer: pl.Trainer, pl_module: Any) -> State:
+        opts = trainer.optimizers
+        lr = float(opts[0].param_groups[0]["lr"]) if opts else 0.0
+        at = (trainer.max_epochs, trainer.current_epoch, trainer.global_step)
+        return State(pl_module.net, trainer.datamodule, *at, lr)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.fit_started(self._state(trainer, pl_module))
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.epoch_started(self._state(trainer, pl_module))
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: Any, optimizer: Any) -> None:
+        grads = {k: p.grad for k, p in pl_module.net.params().items() if p.grad is not None}
+        if grads:
+            self.gradients(self._state(trainer, pl_module), grads)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, *args: Any) -> None:
+        self.batch_ended(self._state(trainer, pl_module), outputs["replica_losses"])
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.epoch_ended(self._state(trainer, pl_module))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.fit_ended(self._state(trainer, pl_module))
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
+        self.failed(exception)

@@ -1,0 +1,73 @@
+"""`fit`'s two loops: the batched engine's (`engine.direct`, the default where it is exact)
+and Lightning's Trainer give the same numbers, bit for bit; the engine's refuses what it
+cannot train exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+
+from losslab.core.config import compose
+from losslab.core.errors import LosslabError
+from losslab.core.results import FitRecords
+from losslab.engine.runtime import prepare_process
+from losslab.fit import fit
+
+# Every optimizer, loss, schedule and batching kind the scenarios use; linear/broken runs into
+# inf/NaN, xor/bce_logits at lr 100 swings from epoch to epoch (where rounding would show).
+CASES = [
+    ("linear", "broken", []),
+    ("linear", "adam", ["fit.epochs=200"]),
+    ("xor", "small_lr", ["fit.epochs=300"]),
+    ("xor", "shape_bug", ["fit.epochs=50"]),
+    ("xor", "bce_logits", ["fit.epochs=50", "optimizer.lr=100"]),
+    ("relu_head", "broken", ["fit.epochs=4"]),
+    ("relu_head", "linear_head_standardized", ["fit.epochs=4"]),  # Keras' decay, per step
+    ("relu_head", "linear_head_adam", ["fit.epochs=4"]),
+]
+
+
+def _records(prepared: Path, scenario: str, variant: str, extra: list[str]) -> FitRecords:
+    return fit(compose([f"scenario={scenario}", f"variant={variant}", *extra], prepared))
+
+
+def _equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert np.array_equal(a[k], b[k], equal_nan=True), k
+
+
+@pytest.mark.parametrize(("scenario", "variant", "extra"), CASES, ids=[f"{s}-{v}" for s, v, _ in CASES])
+def test_the_engines_loop_records_what_lightnings_does_bit_for_bit(
+    prepared: Path, scenario: str, variant: str, extra: list[str]
+) -> None:
+    prepare_process("cpu")
+    got = _records(prepared, scenario, variant, extra)
+    ref = _records(prepared, scenario, variant, [*extra, "+fit.loop=lightning"])
+    assert (got.loop, ref.loop) == ("engine", "lightning")
+    for part in ("curves", "finals", "checks", "weights"):
+        _equal(getattr(got, part), getattr(ref, part))
+    assert got.stability == ref.stability  # measured before training: the same either way
+    if (scenario, variant) == ("linear", "broken"):
+        assert not np.isfinite(got.curves["loss"]).all()  # the diverging case was covered
+
+
+def test_what_the_engine_cannot_train_exactly_goes_to_lightning(prepared: Path) -> None:
+    prepare_process("cpu")
+    short = ["fit.epochs=2", "seeds=[0]"]
+
+    def loop(scenario: str, *extra: str) -> str:
+        return _records(prepared, scenario, "broken", [*short, *extra]).loop
+
+    assert loop("scratch_backprop") == "lightning"  # its hand-written backward
+    assert loop("linear", "+optimizer.momentum=0.9") == "lightning"
+    assert loop("linear", "+trainer.gradient_clip_val=1.0") == "lightning"
+    cfg = compose(["scenario=linear", "variant=broken", *short], prepared)
+    assert fit(cfg, callbacks=[pl.Callback()]).loop == "lightning"  # a user's own callback
+    with pytest.raises(LosslabError, match=r"fit.loop=engine cannot train scratch_backprop/.*ScratchModule"):
+        loop("scratch_backprop", "+fit.loop=engine")
+    with pytest.raises(LosslabError, match=r"fit\.loop must be one of auto, engine, lightning; got 'fast'"):
+        loop("linear", "+fit.loop=fast")
