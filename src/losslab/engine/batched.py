@@ -37,13 +37,8 @@ def layout(model: nn.Module) -> tuple[list[int], str | None, str | None]:
     kinds = [None if isinstance(m, nn.Linear) else ACTIVATIONS.get(type(m), "?") for m in mods]
     lin = [i for i, k in enumerate(kinds) if k is None]
     between = {kinds[i + 1] for i in lin[:-1]}
-    if (
-        not lin
-        or "?" in kinds
-        or any(mods[i].bias is None for i in lin)
-        or lin[0] != 0
-        or (lin != list(range(0, 2 * len(lin), 2)) or len(between) > 1 or len(mods) > 2 * len(lin))
-    ):
+    odd = "?" in kinds or not lin or lin != list(range(0, 2 * len(lin), 2)) or len(mods) > 2 * len(lin)
+    if odd or len(between) > 1 or any(mods[i].bias is None for i in lin):
         raise ValueError("the batched engine trains Linear layers with ReLU, Sigmoid or Tanh between them")
     head = kinds[-1] if len(mods) == 2 * len(lin) else None
     return lin, next(iter(between), None), head
