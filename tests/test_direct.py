@@ -27,6 +27,8 @@ CASES = [
     ("relu_head", "broken", ["fit.epochs=4"]),
     ("relu_head", "linear_head_standardized", ["fit.epochs=4"]),  # Keras' decay, per step
     ("relu_head", "linear_head_adam", ["fit.epochs=4"]),
+    ("scratch_backprop", "broken", ["fit.epochs=150"]),  # its own wrong gradients
+    ("scratch_backprop", "fixed_fast", ["fit.epochs=150"]),
 ]
 
 
@@ -62,12 +64,13 @@ def test_what_the_engine_cannot_train_exactly_goes_to_lightning(prepared: Path) 
     def loop(scenario: str, *extra: str) -> str:
         return _records(prepared, scenario, "broken", [*short, *extra]).loop
 
-    assert loop("scratch_backprop") == "lightning"  # its hand-written backward
+    assert loop("scratch_backprop", "+optimizer.momentum=0.9") == "lightning"
     assert loop("linear", "+optimizer.momentum=0.9") == "lightning"
+    assert loop("linear", "loss._target_=torch.nn.L1Loss") == "lightning"
     assert loop("linear", "+trainer.gradient_clip_val=1.0") == "lightning"
     cfg = compose(["scenario=linear", "variant=broken", *short], prepared)
     assert fit(cfg, callbacks=[pl.Callback()]).loop == "lightning"  # a user's own callback
-    with pytest.raises(LosslabError, match=r"fit.loop=engine cannot train scratch_backprop/.*ScratchModule"):
-        loop("scratch_backprop", "+fit.loop=engine")
+    with pytest.raises(LosslabError, match=r"fit.loop=engine cannot train linear/broken: .*momentum=0.9"):
+        loop("linear", "+optimizer.momentum=0.9", "+fit.loop=engine")
     with pytest.raises(LosslabError, match=r"fit\.loop must be one of auto, engine, lightning; got 'fast'"):
         loop("linear", "+fit.loop=fast")

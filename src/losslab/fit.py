@@ -69,7 +69,7 @@ def fit(
     extra = (instantiate(c) for c in (cfg.scenario.get("callbacks") or {}).values())
     recorders = [HealthRecorder(), *extra]
     watchers = [*recorders, *callbacks]
-    loop = _loop(cfg, dm, net, watchers)
+    loop = _loop(cfg, module, dm, watchers)
     if loop == "engine":  # the same updates, bit for bit, without a Trainer
         direct.train(cfg, module, dm, watchers)
     else:
@@ -98,7 +98,7 @@ def fit(
     )
 
 
-def _loop(cfg: DictConfig, dm: TableDataModule, net: Ensemble, watchers: list) -> str:
+def _loop(cfg: DictConfig, module: EnsembleModule, dm: TableDataModule, watchers: list) -> str:
     """`fit.loop`: auto (default: the engine's where it is exact, else Lightning's),
     engine (an error naming what it cannot train) or lightning."""
     asked = (cfg.get("fit") or {}).get("loop", "auto")
@@ -106,7 +106,7 @@ def _loop(cfg: DictConfig, dm: TableDataModule, net: Ensemble, watchers: list) -
         raise LosslabError(f"fit.loop must be one of {', '.join(LOOPS)}; got {asked!r}")
     if asked == "lightning":
         return asked
-    why = direct.why_not(cfg, dm, net, watchers)
+    why = direct.why_not(cfg, module, dm, watchers)
     if why and asked == "engine":
         raise LosslabError(f"fit.loop=engine cannot train {cfg.scenario.name}/{cfg.variant.name}: {why}")
     return "lightning" if why else "engine"

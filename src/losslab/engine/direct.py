@@ -8,7 +8,9 @@ engine (`engine.batched`: the backward written out, `engine.updates`: torch.opti
 arithmetic) directly on the ensemble's parameter storage, feeds it the datamodule's own
 batches (each seed's own order), steps the variant's own lr scheduler, and calls the
 watchers' hooks (`engine.hooks`) at the points a Trainer would: the recorders record the
-same numbers with the same code. Tests compare both loops per epoch (tests/test_direct.py).
+same numbers with the same code. The scratch module brings its own hand-written gradients
+(`ScratchModule.hand_step`); the loop applies them with the same update rule. Tests
+compare both loops bit for bit (tests/test_direct.py).
 
 `why_not` says when a config needs Lightning instead: another optimizer, loss, module or
 model kind, a Trainer option other than plain float32 on the CPU, or a watcher that reads
@@ -18,7 +20,7 @@ more of Lightning than the plain hooks.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -26,21 +28,25 @@ from omegaconf import DictConfig, OmegaConf
 
 from losslab.core.checks import epochs
 from losslab.engine.batched import Stacked, layout
-from losslab.engine.batched import _step as step
+from losslab.engine.batched import _step as step_of
 from losslab.engine.datamodule import TableDataModule
 from losslab.engine.hooks import FitHooks, State
 from losslab.engine.losses import kind_of, scale_of
 from losslab.engine.models import Ensemble
 from losslab.engine.module import EnsembleModule
-from losslab.engine.updates import unsupported, update_of
+from losslab.engine.scratch import ScratchModule
+from losslab.engine.updates import optimizer_unsupported, unsupported, update_of
 
 # The Trainer settings under which Lightning's loop is plain float32 SGD/Adam on the CPU.
 PLAIN_TRAINER = {"accelerator": "cpu", "devices": 1, "deterministic": True, "precision": "32-true"}
 
 
-def why_not(cfg: DictConfig, dm: object, net: Ensemble, hooks: Sequence[object]) -> str | None:
-    """Why this fit needs Lightning's loop, or None when the engine trains it exactly."""
-    reason = unsupported(cfg, schedules=True)
+def why_not(cfg: DictConfig, module: object, dm: object, hooks: Sequence[object]) -> str | None:
+    """Why this fit needs Lightning's loop, or None when the engine's trains it exactly."""
+    if type(module) is ScratchModule:  # its own backward; the engine's update rule
+        reason = optimizer_unsupported(cfg) or ("it has an lr schedule" if cfg.get("scheduler") else None)
+    else:
+        reason = unsupported(cfg, schedules=True) or _layout(module)
     if reason:
         return reason
     trainer = OmegaConf.to_container(cfg.trainer) if cfg.get("trainer") is not None else {}
@@ -48,12 +54,18 @@ def why_not(cfg: DictConfig, dm: object, net: Ensemble, hooks: Sequence[object])
         return f"its trainer asks for {trainer}"
     if type(dm) is not TableDataModule:
         return f"its data come from {type(dm).__name__}"
-    try:
-        layout(net.template)
-    except ValueError as e:
-        return str(e)
     odd = [type(h).__name__ for h in hooks if not (isinstance(h, FitHooks) and h.plain)]
     return f"{', '.join(odd)} need(s) Lightning's hooks" if odd else None
+
+
+def _layout(module: object) -> str | None:
+    if type(module) is not EnsembleModule:
+        return f"it trains with {type(module).__name__}"
+    try:
+        layout(module.net.template)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def stacked(net: Ensemble) -> Stacked:
@@ -102,14 +114,15 @@ def train(cfg: DictConfig, module: EnsembleModule, dm: TableDataModule, hooks: S
     net = module.net
     optimizer, scheduler = _optimizers(module)
     lr = float(optimizer.param_groups[0]["lr"])
-    n = len(net.seeds)
-    rule = _Deferred(update_of(cfg, torch.full((n,), lr, dtype=torch.float64)), list(net.names))
+    rule = _Deferred(update_of(cfg, torch.full((len(net.seeds),), lr, dtype=torch.float64)), list(net.names))
     rule.rule.set_lr(lr)  # one lr for every seed: the optimizer's own arithmetic, bitwise
-    kind, engine = kind_of(cfg), stacked(net)
-    outs = engine.weights[-1].shape[1]
-    scales: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    step = (
+        _scratch_step(module, rule)
+        if isinstance(module, ScratchModule)
+        else _engine_step(cfg, module, dm, rule)
+    )
     batches = dm.train_dataloader()  # one object over the fit: its epoch counter orders the rows
-    state = State(net, dm, epochs(cfg), lr=lr)
+    state = State(net, dm, epochs(cfg), lr=lr, module=module)
     try:
         with torch.no_grad():
             for h in hooks:
@@ -118,13 +131,10 @@ def train(cfg: DictConfig, module: EnsembleModule, dm: TableDataModule, hooks: S
                 state.epoch = epoch
                 for h in hooks:
                     h.epoch_started(state)
-                for xb, yb in batches:
-                    if not dm.shuffle:  # the same rows for every replica: shared, not copied
-                        xb, yb = xb[0], yb[0]
-                    rows = xb.shape[-2]
-                    if rows not in scales:
-                        scales[rows] = scale_of(torch.full((n,), float(rows)), outs)
-                    losses = step(engine, xb, yb, rule, scales[rows], None, kind)
+                for index, batch in enumerate(batches):
+                    for h in hooks:
+                        h.batch_started(state, batch, index)
+                    outputs = step(*batch)
                     grads = rule.grads()
                     for h in hooks:
                         h.gradients(state, grads)
@@ -134,7 +144,7 @@ def train(cfg: DictConfig, module: EnsembleModule, dm: TableDataModule, hooks: S
                         state.lr = _scheduled(scheduler, optimizer)
                         rule.rule.set_lr(state.lr)
                     for h in hooks:
-                        h.batch_ended(state, losses)
+                        h.batch_ended(state, outputs)
                 for h in hooks:
                     h.epoch_ended(state)
             for h in hooks:
@@ -143,6 +153,41 @@ def train(cfg: DictConfig, module: EnsembleModule, dm: TableDataModule, hooks: S
         for h in hooks:
             h.failed(e)
         raise
+
+
+Step = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+def _engine_step(cfg: DictConfig, module: EnsembleModule, dm: TableDataModule, rule: _Deferred) -> Step:
+    """The maps' engine on the ensemble's storage: forward, the backward written out."""
+    kind, engine, n = kind_of(cfg), stacked(module.net), len(module.net.seeds)
+    outs = engine.weights[-1].shape[1]
+    scales: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def one(xb: torch.Tensor, yb: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not dm.shuffle:  # the same rows for every replica: shared, not copied
+            xb, yb = xb[0], yb[0]
+        rows = xb.shape[-2]
+        if rows not in scales:
+            scales[rows] = scale_of(torch.full((n,), float(rows)), outs)
+        return {"replica_losses": step_of(engine, xb, yb, rule, scales[rows], None, kind)}
+
+    return one
+
+
+def _scratch_step(module: ScratchModule, rule: _Deferred) -> Step:
+    """The scratch module's own hand-written gradients (`ScratchModule.hand_step`)."""
+    params = [v.data for v in module.net.params().values()]
+    names = list(module.net.names)
+
+    def one(xb: torch.Tensor, yb: torch.Tensor) -> dict[str, torch.Tensor]:
+        grads, outputs = module.hand_step(xb, yb)
+        rule.begin()
+        for key, (name, p) in enumerate(zip(names, params, strict=True)):
+            rule.apply(key, p, grads[name])
+        return outputs
+
+    return one
 
 
 def _scheduled(scheduler: Any, optimizer: torch.optim.Optimizer) -> float:

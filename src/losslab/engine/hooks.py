@@ -7,8 +7,11 @@ same points of the fit. Both loops therefore record the same numbers with the sa
 
     fit_started     before the first update
     epoch_started   at each epoch's start
+    batch_started   with each batch ([replicas, rows, ...]) and its index in the epoch
     gradients       each update's gradients (per stacked parameter), before it is applied
-    batch_ended     after each update, with each replica's loss on that batch (before it)
+    batch_ended     after each update, with the step's outputs: `replica_losses` (each
+                    replica's loss on that batch, before the update) and what else the
+                    module reports (the scratch module: `accuracy`)
     epoch_ended     at each epoch's end
     fit_ended       after the last epoch
     failed          when the fit raises (a bar closes itself)
@@ -37,6 +40,7 @@ class State:
     epoch: int = 0  # the current epoch, from 0
     step: int = 0  # updates applied so far
     lr: float = 0.0  # the learning rate of the next update
+    module: Any = None  # the LightningModule (its own methods: the scratch module's backward)
 
     @property
     def device(self) -> torch.device:
@@ -60,9 +64,11 @@ class FitHooks(pl.Callback):
 
     def epoch_started(self, state: State) -> None: ...
 
+    def batch_started(self, state: State, batch: Any, index: int) -> None: ...
+
     def gradients(self, state: State, grads: dict[str, torch.Tensor]) -> None: ...
 
-    def batch_ended(self, state: State, losses: torch.Tensor) -> None: ...
+    def batch_ended(self, state: State, outputs: dict[str, torch.Tensor]) -> None: ...
 
     def epoch_ended(self, state: State) -> None: ...
 
@@ -77,7 +83,7 @@ class FitHooks(pl.Callback):
         opts = trainer.optimizers
         lr = float(opts[0].param_groups[0]["lr"]) if opts else 0.0
         at = (trainer.max_epochs, trainer.current_epoch, trainer.global_step)
-        return State(pl_module.net, trainer.datamodule, *at, lr)
+        return State(pl_module.net, trainer.datamodule, *at, lr, pl_module)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.fit_started(self._state(trainer, pl_module))
@@ -85,13 +91,16 @@ class FitHooks(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.epoch_started(self._state(trainer, pl_module))
 
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self.batch_started(self._state(trainer, pl_module), batch, batch_idx)
+
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: Any, optimizer: Any) -> None:
         grads = {k: p.grad for k, p in pl_module.net.params().items() if p.grad is not None}
         if grads:
             self.gradients(self._state(trainer, pl_module), grads)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, *args: Any) -> None:
-        self.batch_ended(self._state(trainer, pl_module), outputs["replica_losses"])
+        self.batch_ended(self._state(trainer, pl_module), outputs)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.epoch_ended(self._state(trainer, pl_module))

@@ -66,11 +66,12 @@ class ScratchNet(nn.Module):
 
 
 def forward(params: dict, x: torch.Tensor, depth: int, activation: str) -> tuple[torch.Tensor, list]:
-    """Probabilities [N, 1] and, per layer, (input, pre-activation) for the backward pass."""
+    """Probabilities [N, 1] and, per layer, (input, pre-activation) for the backward pass.
+    Every tensor may carry a leading replica dimension (params [R, ...], x [R, N, in])."""
     act, _ = _act(activation)
     cache, a = [], x
     for i in range(depth):
-        z = a @ params[f"W{i}"].T + params[f"b{i}"]
+        z = a @ params[f"W{i}"].mT + params[f"b{i}"].unsqueeze(-2)
         cache.append((a, z))
         a = act(z) if i < depth - 1 else torch.sigmoid(z)
     return a, cache
@@ -79,7 +80,7 @@ def forward(params: dict, x: torch.Tensor, depth: int, activation: str) -> tuple
 def bce(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy on probabilities clipped to [EPS, 1 - EPS], mean over samples."""
     pc = p.clamp(EPS, 1 - EPS)
-    return -(y * torch.log(pc) + (1 - y) * torch.log(1 - pc)).mean()
+    return -(y * torch.log(pc) + (1 - y) * torch.log(1 - pc)).mean((-2, -1))
 
 
 def backward(
@@ -98,9 +99,9 @@ def backward(
         d_act = (lambda t: torch.sigmoid(t) * (1 - torch.sigmoid(t))) if i == depth - 1 else act_grad
         # bug 1: derivative taken at the incoming gradient, chain rule dropped
         delta = d_act(grad_out) if "chain_rule" in bugs else grad_out * d_act(z)
-        n = a_in.shape[1] if "feature_mean" in bugs else a_in.shape[0]  # bug 3: features, not batch
-        grads[f"W{i}"] = delta.T @ a_in / n
-        grads[f"b{i}"] = (grad_out if "bias_grad" in bugs else delta).sum(0) / n  # bug 2
+        n = a_in.shape[-1] if "feature_mean" in bugs else a_in.shape[-2]  # bug 3: features, not batch
+        grads[f"W{i}"] = delta.mT @ a_in / n
+        grads[f"b{i}"] = (grad_out if "bias_grad" in bugs else delta).sum(-2) / n  # bug 2
         grad_out = delta @ params[f"W{i}"]
     return loss, grads, p
 
@@ -139,15 +140,21 @@ class ScratchModule(EnsembleModule):
         """One replica's hand-written gradients (what the check compares with autograd)."""
         return self.hand(params, x, y)[1]
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict:
-        x, y = batch
-        opt = self.optimizers()
+    def hand_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict, dict]:
+        """Every replica's hand-written gradients on one batch, and the step's outputs (each
+        replica's loss and accuracy before the update): what a training step applies and
+        reports, under Lightning or the engine's loop (`engine.direct`)."""
         params = self.net.params()
-        with torch.no_grad():
-            losses, grads, p = vmap(self.hand)({k: v.detach() for k, v in params.items()}, x, y)
-        for k, v in params.items():
+        with torch.no_grad():  # written for one replica and for all at once: no vmap needed
+            losses, grads, p = self.hand({k: v.detach() for k, v in params.items()}, x, y)
+        accuracy = ((p > 0.5) == (y > 0.5)).float().mean((1, 2))
+        return grads, {"replica_losses": losses, "accuracy": accuracy}
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict:
+        grads, outputs = self.hand_step(*batch)
+        opt = self.optimizers()
+        for k, v in self.net.params().items():
             v.grad = grads[k]
         opt.step()
         opt.zero_grad()
-        accuracy = ((p > 0.5) == (y > 0.5)).float().mean((1, 2))
-        return {"replica_losses": losses, "accuracy": accuracy}
+        return outputs

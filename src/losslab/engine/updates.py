@@ -87,11 +87,8 @@ class Adam:
         self.lr = torch.full_like(self.lr, lr)
 
 
-def unsupported(cfg: DictConfig, schedules: bool = False) -> str | None:
-    """What in a composed run config the engine cannot train as `losslab run` does, or None.
-    `schedules`: the caller steps the config's own lr scheduler (`engine.direct` does)."""
-    if cfg.module.get("_target_") != "losslab.engine.module.EnsembleModule":
-        return f"it trains with {cfg.module.get('_target_')}"
+def optimizer_unsupported(cfg: DictConfig) -> str | None:
+    """What in a config's optimizer the engine's update rules leave out, or None."""
     opt = cfg.get("optimizer") or {}
     target = opt.get("_target_")
     if target not in (SGD_TARGET, ADAM_TARGET):
@@ -99,6 +96,17 @@ def unsupported(cfg: DictConfig, schedules: bool = False) -> str | None:
     for key, none in NO_OP.items():
         if opt.get(key, none) != none:
             return f"its optimizer sets {key}={opt.get(key)}"
+    return None
+
+
+def unsupported(cfg: DictConfig, schedules: bool = False) -> str | None:
+    """What in a composed run config the engine cannot train as `losslab run` does, or None.
+    `schedules`: the caller steps the config's own lr scheduler (`engine.direct` does)."""
+    if cfg.module.get("_target_") != "losslab.engine.module.EnsembleModule":
+        return f"it trains with {cfg.module.get('_target_')}"
+    reason = optimizer_unsupported(cfg)
+    if reason:
+        return reason
     loss = cfg.get("loss") or {}
     if loss.get("_target_") not in LOSSES:
         return f"its loss is {loss.get('_target_')}"

@@ -28,8 +28,8 @@ class HealthRecorder(Recorder):
         if norm is not None:
             self._grad_norms.append(norm)
 
-    def batch_ended(self, state: State, losses: torch.Tensor) -> None:
-        self._losses.append(losses.detach())
+    def batch_ended(self, state: State, outputs: dict[str, torch.Tensor]) -> None:
+        self._losses.append(outputs["replica_losses"].detach())
 
     def epoch_ended(self, state: State) -> None:
         self._add("loss", torch.stack(self._losses).mean(0))

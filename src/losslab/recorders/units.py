@@ -27,7 +27,7 @@ class DeadUnits(Recorder):
     def fit_started(self, state: State) -> None:
         self._finals(state, "init")
 
-    def batch_ended(self, state: State, losses: torch.Tensor) -> None:
+    def batch_ended(self, state: State, outputs: dict[str, torch.Tensor]) -> None:
         if state.step == 1:  # right after the very first update
             self._finals(state, "step1")
 
