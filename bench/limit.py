@@ -7,9 +7,13 @@ plain     every variant × seed × epoch of every scenario in params.yaml, train
           gradients instead), the variant's optimizer (and scheduler) step. No Lightning,
           recorders, verdicts, tracking, figures or doctor. Its final losses are checked
           against metrics/<scenario>.json (median over seeds, 1e-4 relative), so it is the
-          same work. It is one program per variant with autograd and torch.optim, not yet
-          the practical limit the maps' engine reaches (all variants at once, the backward
-          written out): for these tiny models its per-step overhead dominates.
+          same work. For these tiny models its per-step overhead (autograd) dominates.
+engine    the same work on the engine's loop that `losslab run` now trains with
+          (`engine.direct`: stacked weights, the backward written out, torch.optim's update
+          arithmetic, no host sync inside an epoch; the scratch scenario's own batched
+          gradients), with no recorder, verdict, tracking or figure: the pipeline's
+          training arithmetic alone. Each variant is one program over its seeds; variants
+          are not yet trained together.
 pipeline  a cold `dvc repro --force` in a fresh clone (a new MLflow store), stage by stage
           (`dvc repro --force --single-item <stage>`, in dvc.yaml's order): training,
           verdicts, tracking, figures, the doctor; the doctor's share is measured by running
@@ -30,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,7 +44,8 @@ from torch.func import vmap
 
 from losslab.core.checks import epochs as epochs_of
 from losslab.core.config import compose, variants_of
-from losslab.engine import build
+from losslab.engine import build, direct
+from losslab.engine.hooks import FitHooks, State
 from losslab.engine.runtime import prepare_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,14 +98,44 @@ def train_plain(cfg: DictConfig) -> tuple[float, list[float]]:
     return time.perf_counter() - start, [float(v) for v in last]
 
 
+class _LastEpoch(FitHooks):
+    """Each replica's loss in the last epoch (mean over its batches), nothing else."""
+
+    def epoch_started(self, state: State) -> None:
+        self.losses: list[torch.Tensor] = []
+
+    def batch_ended(self, state: State, outputs: dict[str, torch.Tensor]) -> None:
+        self.losses.append(outputs["replica_losses"])
+
+    def finals(self) -> list[float]:
+        return [float(v) for v in torch.stack(self.losses).mean(0)]
+
+
+def train_engine(cfg: DictConfig) -> tuple[float, list[float]]:
+    """One variant's seeds on the engine's loop (`engine.direct`: the pipeline's own
+    training arithmetic, the backward written out) with no recorder: (seconds, finals)."""
+    dm = build.datamodule(cfg)
+    dm.setup()
+    dm.bind(list(cfg.seeds))
+    module = build.module(cfg, build.ensemble(cfg))
+    last = _LastEpoch()
+    why = direct.why_not(cfg, module, dm, [last])
+    if why:
+        raise SystemExit(f"bench/limit.py: the engine cannot train {cfg.variant.name}: {why}")
+    start = time.perf_counter()
+    direct.train(cfg, module, dm, [last])
+    return time.perf_counter() - start, last.finals()
+
+
 def _same(got: float | None, want: float | None) -> bool:
     if got is None or want is None:
         return got is None and want is None
     return math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-12)
 
 
-def limit(root: Path) -> tuple[float, dict[str, float], list[str]]:
-    """(seconds in all, seconds per scenario, the variants whose final loss differs)."""
+def limit(root: Path, train: Callable = train_plain) -> tuple[float, dict[str, float], list[str]]:
+    """(seconds in all, seconds per scenario, the variants whose final loss differs), each
+    variant trained by `train` (`train_plain` or `train_engine`)."""
     params = yaml.safe_load((root / "params.yaml").read_text())
     prepare_process("cpu")
     per, off = {}, []
@@ -112,7 +148,7 @@ def limit(root: Path) -> tuple[float, dict[str, float], list[str]]:
                  f"epochs_scale={params['epochs_scale']}"],
                 root,
             )  # fmt: skip
-            took, finals = train_plain(cfg)
+            took, finals = train(cfg)
             per[scenario] += took
             median = statistics.median(finals) if all(math.isfinite(v) for v in finals) else None
             want = metrics[name].get("median_final_loss")
@@ -161,15 +197,17 @@ def pipeline(root: Path) -> tuple[dict[str, float], dict[str, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--limit-only", action="store_true", help="skip the cold dvc repro (~7 min)")
+    ap.add_argument("--limit-only", action="store_true", help="skip the cold dvc repro (~5 min)")
     args = ap.parse_args()
-    total, per, off = limit(ROOT)
-    print(f"plain: the pipeline's training work as plain PyTorch, seeds batched: {total:.2f} s")
-    for s, t in per.items():
-        print(f"  {s:<18} {t:7.2f} s")
-    print(
-        f"  final losses as metrics/*.json (1e-4 relative): {'all' if not off else 'NOT ' + '; '.join(off)}"
-    )
+    totals = {}
+    for name, train in (("plain", train_plain), ("engine", train_engine)):
+        total, per, off = limit(ROOT, train)
+        totals[name] = total
+        print(f"{name}: {WHAT[name]}: {total:.2f} s")
+        for s, t in per.items():
+            print(f"  {s:<18} {t:7.2f} s")
+        same = "all" if not off else "NOT " + "; ".join(off)
+        print(f"  final losses as metrics/*.json (1e-4 relative): {same}", flush=True)
     if args.limit_only:
         return
     print("pipeline: cold dvc repro --force, stage by stage:", flush=True)
@@ -178,13 +216,19 @@ def main() -> None:
     train = {s: t for s, t in stages.items() if s.startswith("train@")}
     doctor = sum(train[f"train@{s}"] - quiet[s] for s in quiet)
     maps = sum(t for s, t in stages.items() if s.startswith("map@"))
-    print(f"pipeline: {repro:.1f} s in all")
-    rest = repro - maps
-    print(
-        f"ratio: the repro without its maps {rest:.1f} s = {rest / total:.1f}× plain; without the "
-        f"doctor's share ({doctor:.1f} s) {rest - doctor:.1f} s = {(rest - doctor) / total:.1f}×; "
-        f"the maps' stages {maps:.1f} s"
-    )
+    print(f"pipeline: {repro:.1f} s in all; the maps' stages {maps:.1f} s; the doctor's share {doctor:.1f} s")
+    for name, total in totals.items():
+        rest = repro - maps
+        print(
+            f"ratio to {name}: the repro {repro / total:.1f}×; without its maps {rest / total:.1f}×; "
+            f"without its maps and the doctor's share {(rest - doctor) / total:.1f}×"
+        )
+
+
+WHAT = {
+    "plain": "autograd and torch.optim, each variant's seeds batched",
+    "engine": "the engine's loop (the backward written out), each variant's seeds batched, no recorder",
+}
 
 
 if __name__ == "__main__":
