@@ -34,6 +34,7 @@ from losslab.engine.hooks import FitHooks, State
 from losslab.engine.losses import kind_of, scale_of
 from losslab.engine.models import Ensemble
 from losslab.engine.module import EnsembleModule
+from losslab.engine.runtime import loop_malloc
 from losslab.engine.scratch import ScratchModule
 from losslab.engine.updates import optimizer_unsupported, unsupported, update_of
 
@@ -124,7 +125,7 @@ def train(cfg: DictConfig, module: EnsembleModule, dm: TableDataModule, hooks: S
     batches = dm.train_dataloader()  # one object over the fit: its epoch counter orders the rows
     state = State(net, dm, epochs(cfg), lr=lr, module=module)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), loop_malloc():
             for h in hooks:
                 h.fit_started(state)
             for epoch in range(state.epochs):

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import pytorch_lightning as pl
 import torch
 
+from losslab.probes import stacked_forward
+
 if TYPE_CHECKING:  # types only: both are engine modules that do not import this one
     from losslab.engine.datamodule import TableDataModule
     from losslab.engine.models import Ensemble
@@ -47,10 +49,12 @@ class State:
         return next(iter(self.net.params().values())).device
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Every replica's outputs on the same inputs x [N, ...]: [replicas, N, ...]."""
+        """Every replica's outputs on the same inputs x [N, ...]: [replicas, N, ...] (batched
+        matmuls for an MLP, `probes.stacked_forward`; else the ensemble's vmap)."""
         with torch.no_grad():
             x = x.to(self.device)
-            return self.net(x.expand(len(self.net.seeds), *x.shape))
+            fast = stacked_forward(self.net.template, self.net.params(), x)
+            return fast[0] if fast is not None else self.net(x.expand(len(self.net.seeds), *x.shape))
 
 
 class FitHooks(pl.Callback):

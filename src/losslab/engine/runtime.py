@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 
 from losslab.core.numerics import pinned_capability
 
@@ -16,9 +17,14 @@ from losslab.core.numerics import pinned_capability
 # are reused with no page faults (bench/map.py: 2-4× faster than at 128 KiB, where every
 # epoch maps and unmaps them). Its memory stays bounded by the chunk size.
 BATCHED_MMAP_THRESHOLD = 64 * 2**20
+# The engine's loop in `fit` (engine.direct) allocates per-step buffers of ~1 MiB: below this
+# they come from the heap (relu_head's stage 62 s -> 40 s; peak 0.6 GiB), while Lightning's
+# loop and vmap fragment a heap that size (the same stage under Lightning: 5.5 GiB).
+LOOP_MMAP_THRESHOLD = 4 * 2**20
+GLIBC_DEFAULT = 128 * 1024  # glibc's mmap and trim thresholds before anything pins them
 
 
-def steady_malloc(threshold: int = 128 * 1024, trim: int | None = None) -> None:
+def steady_malloc(threshold: int = GLIBC_DEFAULT, trim: int | None = None) -> None:
     """Pin glibc's mmap threshold (default 128 KiB) so freed tensor buffers go back to the OS.
 
     By default glibc raises the threshold after large blocks are freed; from then on the
@@ -35,6 +41,17 @@ def steady_malloc(threshold: int = 128 * 1024, trim: int | None = None) -> None:
         libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD
         if trim is not None:
             libc.mallopt(-1, trim)  # M_TRIM_THRESHOLD
+
+
+@contextlib.contextmanager
+def loop_malloc() -> Iterator[None]:
+    """The engine loop's heap (`LOOP_MMAP_THRESHOLD`, trimmed past 4× that) while it runs;
+    the pinned 128 KiB again afterwards, for whatever trains next (the doctor, Lightning)."""
+    steady_malloc(LOOP_MMAP_THRESHOLD, trim=4 * LOOP_MMAP_THRESHOLD)
+    try:
+        yield
+    finally:
+        steady_malloc(GLIBC_DEFAULT, trim=GLIBC_DEFAULT)
 
 
 def quiet_lightning() -> None:

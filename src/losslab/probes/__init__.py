@@ -45,7 +45,7 @@ from losslab.probes.inputs import (
     task_of,
 )
 from losslab.probes.pitfalls import loss_broadcast, metric_misuse
-from losslab.probes.units import dead_units, preactivations, saturated_units, unit_report
+from losslab.probes.units import dead_units, preactivations, saturated_units, stacked_forward, unit_report
 
 __all__ = [
     "Params",
@@ -71,6 +71,7 @@ __all__ = [
     "relative_errors_np",
     "saturated_units",
     "smallest_unstable_prefix",
+    "stacked_forward",
     "targets_outside",
     "task_of",
     "tensor_norms",

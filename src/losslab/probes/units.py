@@ -34,6 +34,39 @@ def preactivations(model: nn.Sequential, params: dict[str, torch.Tensor], x: tor
     return out
 
 
+# Modules `stacked_forward` runs on all replicas at once: they act elementwise, or are Linear.
+_ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity)
+
+
+def stacked_forward(
+    model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, list] | None:
+    """Every replica's outputs [replicas, N, out] on shared inputs x [N, in], and per Linear
+    (pre-activation [replicas, N, units], followed_by_relu), with batched matmuls over the
+    stacked params; None for a model other than a Sequential of Linear layers and
+    elementwise activations. Equal to `preactivations` per replica up to float rounding
+    (another kernel), and several times faster than vmap over functional_call on small
+    layers: what recorders call every epoch."""
+    layers = list(model.named_children()) if isinstance(model, nn.Sequential) else []
+    if not layers or not all(isinstance(m, (nn.Linear, *_ELEMENTWISE)) for _, m in layers):
+        return None
+    h, out = None, []
+    for i, (name, layer) in enumerate(layers):
+        if isinstance(layer, nn.Linear):
+            w, b = params[f"{name}.weight"], params.get(f"{name}.bias")
+            if h is None:  # the shared inputs, against each replica's weights
+                h = x.to(w.dtype).expand(w.shape[0], *x.shape)
+            h = (
+                torch.bmm(h, w.transpose(1, 2))
+                if b is None
+                else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            )
+            out.append((h, i + 1 < len(layers) and isinstance(layers[i + 1][1], nn.ReLU)))
+        else:
+            h = layer(h) if h is not None else None
+    return (h, out) if h is not None else None
+
+
 def dead_units(
     model: nn.Sequential, params: dict[str, torch.Tensor], x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -42,13 +75,18 @@ def dead_units(
     A ReLU unit is dead when its pre-activation is <= 0 on every input: it outputs 0 and
     passes no gradient, so no update can revive it. Params are stacked ([replicas, …]).
     """
-    layers = preactivations(model, {k: v[0] for k, v in params.items()}, x)  # structure only
-    relu_flags = [r for _, r in layers]
+    fast = stacked_forward(model, params, x)
+    if fast is not None:
+        relu_flags = [r for _, r in fast[1]]
+        dead = tuple((z <= 0).all(1) for z, _ in fast[1])
+    else:
+        layers = preactivations(model, {k: v[0] for k, v in params.items()}, x)  # structure only
+        relu_flags = [r for _, r in layers]
 
-    def per_replica(p: dict) -> tuple[torch.Tensor, ...]:
-        return tuple((z <= 0).all(0) for z, _ in preactivations(model, p, x))
+        def per_replica(p: dict) -> tuple[torch.Tensor, ...]:
+            return tuple((z <= 0).all(0) for z, _ in preactivations(model, p, x))
 
-    dead = vmap(per_replica)(params)  # one [replicas, units] mask per Linear
+        dead = vmap(per_replica)(params)  # one [replicas, units] mask per Linear
     hidden = [d for d, relu in zip(dead[:-1], relu_flags[:-1], strict=True) if relu]
     frac = torch.cat(hidden, 1).float().mean(1) if hidden else torch.zeros(dead[0].shape[0])
     head = dead[-1].all(1).float() if relu_flags[-1] else None
