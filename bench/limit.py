@@ -51,13 +51,6 @@ from losslab.engine.runtime import prepare_process
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _optimizers(module: torch.nn.Module) -> tuple[torch.optim.Optimizer, object]:
-    got = module.configure_optimizers()
-    if isinstance(got, dict):
-        return got["optimizer"], got["lr_scheduler"]["scheduler"]
-    return got, None
-
-
 def train_plain(cfg: DictConfig) -> tuple[float, list[float]]:
     """One variant's seeds, trained as one stacked ensemble by a plain loop: (seconds, each
     seed's final epoch loss)."""
@@ -68,7 +61,7 @@ def train_plain(cfg: DictConfig) -> tuple[float, list[float]]:
     dm.bind(seeds)
     net = build.ensemble(cfg)
     module = build.module(cfg, net)
-    opt, sched = _optimizers(module)
+    opt, sched = direct.optimizers(module)
     epochs = epochs_of(cfg)
     hand = getattr(module, "hand", None)  # the scratch scenario: its own gradients
     loader = dm.train_dataloader()  # once: it counts epochs for each seed's batch order

@@ -346,7 +346,7 @@ def test_gradient_norms_against_a_loop_over_replicas() -> None:
 def test_total_norm_is_the_health_recorders_sum() -> None:
     grads = {k: g for k, g in _grads().items() if g is not None and g.dim() > 1}
     sq = None
-    for g in grads.values():  # HealthRecorder.on_before_optimizer_step, verbatim
+    for g in grads.values():  # HealthRecorder.gradients, verbatim
         s = g.detach().flatten(1).pow(2).sum(1)
         sq = s if sq is None else sq + s
     assert torch.equal(total_norm(grads), sq.sqrt())

@@ -128,7 +128,7 @@ def _weight_grad(delta: torch.Tensor, h: torch.Tensor, exact: bool = False) -> t
     return torch.bmm(delta.transpose(1, 2), h)
 
 
-def _step(
+def update_step(
     net: Stacked,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -212,7 +212,7 @@ def train_sgd(
         before = loss_and_grad(loss, outputs(net, x), y, scale, None)[0]
     for epoch in range(epochs):
         if size >= n and shuffle is None:
-            value = _step(net, x, y, step, scale, mask, loss)
+            value = update_step(net, x, y, step, scale, mask, loss)
         else:
             order = _permutations(shuffle[0], n, epoch, x.device)[shuffle[1]] if shuffle else None
             value = torch.zeros(c, dtype=x.dtype, device=x.device)
@@ -224,7 +224,7 @@ def train_sgd(
                     xb, yb = x[idx], y[idx]
                 b = float(yb.shape[-2])
                 part = scale if b == n else scale_of(torch.full_like(rows, b), k)
-                value = value + _step(net, xb, yb, step, part, None, loss)
+                value = value + update_step(net, xb, yb, step, part, None, loss)
             value = value / math.ceil(n / size)
         if epoch == 0:
             initial = peak = value

@@ -27,8 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from losslab.core.checks import epochs
-from losslab.engine.batched import Stacked, layout
-from losslab.engine.batched import _step as step_of
+from losslab.engine.batched import Stacked, layout, update_step
 from losslab.engine.datamodule import TableDataModule
 from losslab.engine.hooks import FitHooks, State
 from losslab.engine.losses import kind_of, scale_of
@@ -45,7 +44,7 @@ PLAIN_TRAINER = {"accelerator": "cpu", "devices": 1, "deterministic": True, "pre
 def why_not(cfg: DictConfig, module: object, dm: object, hooks: Sequence[object]) -> str | None:
     """Why this fit needs Lightning's loop, or None when the engine's trains it exactly."""
     if type(module) is ScratchModule:  # its own backward; the engine's update rule
-        reason = optimizer_unsupported(cfg) or ("it has an lr schedule" if cfg.get("scheduler") else None)
+        reason = optimizer_unsupported(cfg)
     else:
         reason = unsupported(cfg, schedules=True) or _layout(module)
     if reason:
@@ -59,9 +58,7 @@ def why_not(cfg: DictConfig, module: object, dm: object, hooks: Sequence[object]
     return f"{', '.join(odd)} need(s) Lightning's hooks" if odd else None
 
 
-def _layout(module: object) -> str | None:
-    if type(module) is not EnsembleModule:
-        return f"it trains with {type(module).__name__}"
+def _layout(module: EnsembleModule) -> str | None:
     try:
         layout(module.net.template)
     except ValueError as e:
@@ -102,8 +99,10 @@ class _Deferred:
             self.rule.apply(key, p, g)
 
 
-def _optimizers(module: EnsembleModule) -> tuple[torch.optim.Optimizer, Any]:
-    """The module's real optimizer and scheduler (never stepped: the lr's source)."""
+def optimizers(module: EnsembleModule) -> tuple[torch.optim.Optimizer, Any]:
+    """The module's real optimizer and scheduler (None without one), as
+    `configure_optimizers` gives them to Lightning (the engine's loop never steps the
+    optimizer: it is the lr's source)."""
     got = module.configure_optimizers()
     if isinstance(got, dict):
         return got["optimizer"], got["lr_scheduler"]["scheduler"]
@@ -113,7 +112,7 @@ def _optimizers(module: EnsembleModule) -> tuple[torch.optim.Optimizer, Any]:
 def train(cfg: DictConfig, module: EnsembleModule, dm: TableDataModule, hooks: Sequence[FitHooks]) -> None:
     """Train `module.net`'s replicas for the config's epochs, as `Trainer.fit` would."""
     net = module.net
-    optimizer, scheduler = _optimizers(module)
+    optimizer, scheduler = optimizers(module)
     lr = float(optimizer.param_groups[0]["lr"])
     rule = _Deferred(update_of(cfg, torch.full((len(net.seeds),), lr, dtype=torch.float64)), list(net.names))
     rule.rule.set_lr(lr)  # one lr for every seed: the optimizer's own arithmetic, bitwise
@@ -171,7 +170,7 @@ def _engine_step(cfg: DictConfig, module: EnsembleModule, dm: TableDataModule, r
         rows = xb.shape[-2]
         if rows not in scales:
             scales[rows] = scale_of(torch.full((n,), float(rows)), outs)
-        return {"replica_losses": step_of(engine, xb, yb, rule, scales[rows], None, kind)}
+        return {"replica_losses": update_step(engine, xb, yb, rule, scales[rows], None, kind)}
 
     return one
 

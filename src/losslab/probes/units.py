@@ -50,21 +50,17 @@ def stacked_forward(
     layers = list(model.named_children()) if isinstance(model, nn.Sequential) else []
     if not layers or not all(isinstance(m, (nn.Linear, *_ELEMENTWISE)) for _, m in layers):
         return None
-    h, out = None, []
+    first = next(iter(params.values()))
+    h, out = x.to(first.dtype).expand(first.shape[0], *x.shape), []  # shared rows, no copy
     for i, (name, layer) in enumerate(layers):
         if isinstance(layer, nn.Linear):
             w, b = params[f"{name}.weight"], params.get(f"{name}.bias")
-            if h is None:  # the shared inputs, against each replica's weights
-                h = x.to(w.dtype).expand(w.shape[0], *x.shape)
-            h = (
-                torch.bmm(h, w.transpose(1, 2))
-                if b is None
-                else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-            )
+            wt = w.transpose(1, 2)
+            h = torch.bmm(h, wt) if b is None else torch.baddbmm(b.unsqueeze(1), h, wt)
             out.append((h, i + 1 < len(layers) and isinstance(layers[i + 1][1], nn.ReLU)))
         else:
-            h = layer(h) if h is not None else None
-    return (h, out) if h is not None else None
+            h = layer(h)
+    return h, out
 
 
 def dead_units(

@@ -14,15 +14,15 @@ class RegressionHealth(Recorder):
     def __init__(self, keras_accuracy: bool = False) -> None:
         super().__init__()
         self.keras_accuracy = keras_accuracy
+        self._split: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # inputs, truth: once a fit
 
-    @staticmethod
-    def _errors(state: State, part: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        dm = state.dm
-        x, _ = dm.part(part)
+    def _errors(self, state: State, part: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if part not in self._split:
+            self._split[part] = (state.dm.part(part)[0], state.dm.raw[part][1].to(state.device))
+        x, truth = self._split[part]
         if len(x) == 0:
             return None
-        pred = dm.decode_y(state.predict(x)).reshape(len(state.net.seeds), len(x), -1)
-        truth = dm.raw[part][1].to(pred.device)
+        pred = state.dm.decode_y(state.predict(x)).reshape(len(state.net.seeds), len(x), -1)
         return pred, truth
 
     def epoch_ended(self, state: State) -> None:
