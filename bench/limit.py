@@ -12,8 +12,9 @@ engine    the same work on the engine's loop that `losslab run` now trains with
           (`engine.direct`: stacked weights, the backward written out, torch.optim's update
           arithmetic, no host sync inside an epoch; the scratch scenario's own batched
           gradients), with no recorder, verdict, tracking or figure: the pipeline's
-          training arithmetic alone. Each variant is one program over its seeds; variants
-          are not yet trained together.
+          training arithmetic alone. Variants train as the pipeline trains them: each one
+          program over its seeds, the compatible ones of a scenario (`engine.together`) as
+          one program together.
 pipeline  a cold `dvc repro --force` in a fresh clone (a new MLflow store), stage by stage
           (`dvc repro --force --single-item <stage>`, in dvc.yaml's order): training,
           verdicts, tracking, figures, the doctor; the doctor's share is measured by running
@@ -44,7 +45,7 @@ from torch.func import vmap
 
 from losslab.core.checks import epochs as epochs_of
 from losslab.core.config import compose, variants_of
-from losslab.engine import build, direct
+from losslab.engine import build, direct, together
 from losslab.engine.hooks import FitHooks, State
 from losslab.engine.runtime import prepare_process
 
@@ -104,20 +105,31 @@ class _LastEpoch(FitHooks):
         return [float(v) for v in torch.stack(self.losses).mean(0)]
 
 
-def train_engine(cfg: DictConfig) -> tuple[float, list[float]]:
-    """One variant's seeds on the engine's loop (`engine.direct`: the pipeline's own
-    training arithmetic, the backward written out) with no recorder: (seconds, finals)."""
-    dm = build.datamodule(cfg)
-    dm.setup()
-    dm.bind(list(cfg.seeds))
-    module = build.module(cfg, build.ensemble(cfg))
-    last = _LastEpoch()
-    why = direct.why_not(cfg, module, dm, [last])
-    if why:
-        raise SystemExit(f"bench/limit.py: the engine cannot train {cfg.variant.name}: {why}")
+def train_engine(cfgs: list[DictConfig]) -> tuple[float, list[list[float]]]:
+    """A scenario's variants on the engine's loop (`engine.direct`: the pipeline's own
+    training arithmetic, the backward written out, the variants `engine.together` finds
+    compatible as one program) with no recorder: (seconds, each variant's finals)."""
+    members, lasts = [], []
+    for cfg in cfgs:
+        dm = build.datamodule(cfg)
+        dm.setup()
+        dm.bind(list(cfg.seeds))
+        module = build.module(cfg, build.ensemble(cfg))
+        lasts.append(_LastEpoch())
+        why = direct.why_not(cfg, module, dm, [lasts[-1]])
+        if why:
+            raise SystemExit(f"bench/limit.py: the engine cannot train {cfg.variant.name}: {why}")
+        members.append(together.Member(cfg, module, dm, [lasts[-1]]))
     start = time.perf_counter()
-    direct.train(cfg, module, dm, [last])
-    return time.perf_counter() - start, last.finals()
+    for group in together.groups(members):
+        direct.train_together([members[i] for i in group])
+    return time.perf_counter() - start, [last.finals() for last in lasts]
+
+
+def each_plain(cfgs: list[DictConfig]) -> tuple[float, list[list[float]]]:
+    """A scenario's variants one after the other by `train_plain`."""
+    done = [train_plain(cfg) for cfg in cfgs]
+    return sum(t for t, _ in done), [f for _, f in done]
 
 
 def _same(got: float | None, want: float | None) -> bool:
@@ -126,24 +138,21 @@ def _same(got: float | None, want: float | None) -> bool:
     return math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-12)
 
 
-def limit(root: Path, train: Callable = train_plain) -> tuple[float, dict[str, float], list[str]]:
+def limit(root: Path, train: Callable = each_plain) -> tuple[float, dict[str, float], list[str]]:
     """(seconds in all, seconds per scenario, the variants whose final loss differs), each
-    variant trained by `train` (`train_plain` or `train_engine`)."""
+    scenario's variants trained by `train` (`each_plain` or `train_engine`)."""
     params = yaml.safe_load((root / "params.yaml").read_text())
     prepare_process("cpu")
     per, off = {}, []
     for scenario in params["scenarios"]:
         metrics = json.loads((root / "metrics" / f"{scenario}.json").read_text())
-        per[scenario] = 0.0
-        for name in variants_of(root, scenario):
-            cfg = compose(
-                [f"scenario={scenario}", f"variant={scenario}/{name}", f"seeds={params['seeds']}",
-                 f"epochs_scale={params['epochs_scale']}"],
-                root,
-            )  # fmt: skip
-            took, finals = train(cfg)
-            per[scenario] += took
-            median = statistics.median(finals) if all(math.isfinite(v) for v in finals) else None
+        names = variants_of(root, scenario)
+        scale = params["epochs_scale"]
+        common = [f"scenario={scenario}", f"seeds={params['seeds']}", f"epochs_scale={scale}"]
+        cfgs = [compose([*common, f"variant={scenario}/{name}"], root) for name in names]
+        per[scenario], finals = train(cfgs)
+        for name, got in zip(names, finals, strict=True):
+            median = statistics.median(got) if all(math.isfinite(v) for v in got) else None
             want = metrics[name].get("median_final_loss")
             if not _same(median, want):
                 off.append(f"{scenario}/{name}: {median} vs metrics {want}")
@@ -193,7 +202,7 @@ def main() -> None:
     ap.add_argument("--limit-only", action="store_true", help="skip the cold dvc repro (~5 min)")
     args = ap.parse_args()
     totals = {}
-    for name, train in (("plain", train_plain), ("engine", train_engine)):
+    for name, train in (("plain", each_plain), ("engine", train_engine)):
         total, per, off = limit(ROOT, train)
         totals[name] = total
         print(f"{name}: {WHAT[name]}: {total:.2f} s")

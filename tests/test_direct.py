@@ -14,7 +14,7 @@ from losslab.core.config import compose
 from losslab.core.errors import LosslabError
 from losslab.core.results import FitRecords
 from losslab.engine.runtime import prepare_process
-from losslab.fit import fit
+from losslab.fit import fit, groups, prepare, records, train
 
 # Every optimizer, loss, schedule and batching kind the scenarios use; linear/broken runs into
 # inf/NaN, xor/bce_logits at lr 100 swings from epoch to epoch (where rounding would show).
@@ -74,3 +74,78 @@ def test_what_the_engine_cannot_train_exactly_goes_to_lightning(prepared: Path) 
         loop("linear", "+optimizer.momentum=0.9", "+fit.loop=engine")
     with pytest.raises(LosslabError, match=r"fit\.loop must be one of auto, engine, lightning; got 'fast'"):
         loop("linear", "+fit.loop=fast")
+
+
+# Variants that train as one stack on the engine's loop: two SGD lrs (one diverging), two
+# epoch budgets (one leaves the stack early), SGD and Adam with two lrs each on shuffled
+# mini-batches, two Keras decays; and twins (the same training but for the epochs: one
+# block of replicas), with Adam, with a sigmoid, with the scratch module.
+GROUPS = [
+    [("linear", "broken", []), ("linear", "sgd_small_lr", [])],
+    [("linear", "broken", ["fit.epochs=100"]), ("linear", "sgd_small_lr", ["fit.epochs=300"])],
+    [
+        ("relu_head", "broken", ["fit.epochs=2"]),
+        ("relu_head", "broken", ["fit.epochs=3", "optimizer.lr=1e-5"]),
+    ],
+    [
+        ("relu_head", "linear_head_adam", ["fit.epochs=2"]),
+        ("relu_head", "linear_head_adam", ["fit.epochs=3", "optimizer.lr=1e-3"]),
+    ],
+    [
+        ("relu_head", "linear_head_standardized", ["fit.epochs=2"]),
+        ("relu_head", "linear_head_standardized", ["fit.epochs=2", "optimizer.lr=0.05"]),
+    ],
+    [
+        ("relu_head", "linear_head_adam", ["fit.epochs=2"]),
+        ("relu_head", "linear_head_adam_1000", ["fit.epochs=3"]),
+    ],
+    [("xor", "small_lr", ["fit.epochs=100"]), ("xor", "small_lr", ["fit.epochs=300"])],
+    [
+        ("scratch_backprop", "fixed_fast", ["fit.epochs=100"]),
+        ("scratch_backprop", "fixed_fast", ["fit.epochs=150"]),
+    ],
+]
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=["-".join(f"{s}.{v}" for s, v, _ in g) for g in GROUPS])
+def test_variants_trained_together_get_what_each_gets_alone(prepared: Path, group: list) -> None:
+    prepare_process("cpu")
+    cfgs = [compose([f"scenario={s}", f"variant={v}", *extra], prepared) for s, v, extra in group]
+    alone = [fit(cfg) for cfg in cfgs]
+    ready = [prepare(cfg) for cfg in cfgs]
+    assert groups(ready) == [list(range(len(ready)))]
+    train(ready)
+    for got, ref in zip((records(p) for p in ready), alone, strict=True):
+        assert got.group == [v for _, v, _ in group] and ref.group == []
+        assert got.loop == "engine"
+        for part in ("curves", "finals", "checks", "weights"):
+            _equal(getattr(got, part), getattr(ref, part))
+    if group[0][:2] == ("linear", "broken"):
+        assert not np.isfinite(alone[0].curves["loss"]).all()  # a diverging member was covered
+
+
+def test_only_compatible_variants_train_together(prepared: Path) -> None:
+    """Other data, another optimizer family or model trains apart; so does a variant whose
+    arithmetic is not the same bits wherever its rows are stacked."""
+    prepare_process("cpu")
+
+    def grouped(scenario: str, *variants: str) -> list[list[str]]:
+        cfgs = [compose([f"scenario={scenario}", f"variant={v}", "seeds=[0]"], prepared) for v in variants]
+        ready = [prepare(cfg) for cfg in cfgs]
+        return [[variants[i] for i in g] for g in groups(ready)]
+
+    assert grouped("linear", "broken", "adam", "standardized", "sgd_small_lr", "ten_points") == [
+        ["broken", "sgd_small_lr"],
+        ["adam"],
+        ["standardized"],
+        ["ten_points"],
+    ]
+    # A sigmoid (or BCE, or the scratch module) is computed in the last bit by where its
+    # rows fall in a stacked tensor: such variants train apart unless they are twins.
+    assert grouped("xor", "broken", "small_lr") == [["broken"], ["small_lr"]]
+    assert grouped("scratch_backprop", "fixed", "fixed_fast") == [["fixed"], ["fixed_fast"]]
+    assert grouped("relu_head", "broken", "linear_head_adam", "scaled", "linear_head_adam_1000") == [
+        ["broken"],
+        ["linear_head_adam", "linear_head_adam_1000"],
+        ["scaled"],
+    ]

@@ -9,6 +9,7 @@ them; a test or the doctor just reads them).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytorch_lightning as pl
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from losslab.core.criteria import MARGIN, SCORE, Criterion
 from losslab.core.errors import LosslabError
 from losslab.core.results import FitRecords, Stability
-from losslab.engine import build, direct
+from losslab.engine import build, direct, together
 from losslab.engine.datamodule import TableDataModule
 from losslab.engine.models import Ensemble
 from losslab.engine.module import EnsembleModule
@@ -36,6 +37,23 @@ from losslab.probes import (
 from losslab.recorders import HealthRecorder
 
 LOOPS = ("auto", "engine", "lightning")
+
+
+@dataclass
+class Prepared:
+    """A variant ready to train: its ensemble and module built, its pre-fit findings and
+    stability measured, its watchers and loop chosen (`prepare`); `records` reads it after
+    training (`train`)."""
+
+    cfg: DictConfig
+    dm: TableDataModule
+    module: EnsembleModule
+    findings: list[str]
+    stability: list[Stability] | None
+    recorders: list
+    watchers: list
+    loop: str
+    group: list[str] = field(default_factory=list)
 
 
 def fit(
@@ -55,6 +73,18 @@ def fit(
     updates and recorders, bit for bit, at a fraction of the Trainer's overhead per update)
     wherever it trains the config exactly, else Lightning's.
     """
+    prepared = prepare(cfg, dm, warn, callbacks)
+    train([prepared])
+    return records(prepared)
+
+
+def prepare(
+    cfg: DictConfig,
+    dm: TableDataModule | None = None,
+    warn: Callable[[str], None] | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+) -> Prepared:
+    """Everything `fit` does before the first update (the arguments are `fit`'s)."""
     dm = dm or build.datamodule(cfg)
     dm.setup()
     seeds = list(cfg.seeds)
@@ -70,31 +100,60 @@ def fit(
     recorders = [HealthRecorder(), *extra]
     watchers = [*recorders, *callbacks]
     loop = _loop(cfg, module, dm, watchers)
-    if loop == "engine":  # the same updates, bit for bit, without a Trainer
-        direct.train(cfg, module, dm, watchers)
-    else:
-        build.trainer(cfg, watchers).fit(module, datamodule=dm)
+    return Prepared(cfg, dm, module, findings, stability, recorders, watchers, loop)
 
+
+def groups(prepared: Sequence[Prepared]) -> list[list[int]]:
+    """Which prepared variants `train` trains as one program (indices, in order): those on
+    the engine's loop that `engine.together` finds compatible; each other one alone."""
+    engine = [i for i, p in enumerate(prepared) if p.loop == "engine"]
+    members = [direct.Member(p.cfg, p.module, p.dm, p.watchers) for p in (prepared[i] for i in engine)]
+    found = [[engine[j] for j in g] for g in together.groups(members)]
+    alone = [[i] for i, p in enumerate(prepared) if p.loop != "engine"]
+    return sorted(found + alone, key=lambda g: g[0])
+
+
+def train(prepared: Sequence[Prepared]) -> None:
+    """Train prepared variants: one of Lightning's loop, or one group (`groups`) on the
+    engine's loop, each variant's numbers those it gets alone (tests/test_direct.py)."""
+    if len(prepared) > 1 and {p.loop for p in prepared} != {"engine"}:
+        raise ValueError("only variants on the engine's loop train together")
+    if prepared[0].loop == "engine":
+        if len(prepared) > 1:
+            names = [p.cfg.variant.name for p in prepared]
+            for p in prepared:
+                p.group = names
+        direct.train_together([direct.Member(p.cfg, p.module, p.dm, p.watchers) for p in prepared])
+    else:
+        p = prepared[0]
+        build.trainer(p.cfg, p.watchers).fit(p.module, datamodule=p.dm)
+
+
+def records(prepared: Prepared) -> FitRecords:
+    """What a trained variant measured: its recorders' curves and finals, its end-of-fit
+    predictions and checks, its weights."""
+    cfg, net, dm = prepared.cfg, prepared.module.net, prepared.dm
     criterion = Criterion.of(cfg)
     finals = {
         **_predictions(cfg, net, dm, criterion),
-        **{k: v for r in recorders for k, v in r.finals.items()},
+        **{k: v for r in prepared.recorders for k, v in r.finals.items()},
     }
     opt = cfg.optimizer
     return FitRecords(
         scenario=cfg.scenario.name,
         variant=cfg.variant.name,
-        seeds=seeds,
-        curves={k: v for r in recorders for k, v in r.records().items()},
+        seeds=list(cfg.seeds),
+        curves={k: v for r in prepared.recorders for k, v in r.records().items()},
         finals=finals,
-        checks=_checks(net, dm, criterion, module.loss_fn),
-        stability=stability,
-        warnings=findings,
+        checks=_checks(net, dm, criterion, prepared.module.loss_fn),
+        stability=prepared.stability,
+        warnings=prepared.findings,
         lr=float(opt.lr),
         optimizer=opt._target_.rsplit(".", 1)[-1],
         plain_gd=opt._target_.endswith(".SGD") and not opt.get("momentum"),
         weights={k: v.detach().cpu().numpy().copy() for k, v in net.params().items()},
-        loop=loop,
+        loop=prepared.loop,
+        group=prepared.group,
     )
 
 

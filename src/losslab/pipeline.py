@@ -26,7 +26,7 @@ from losslab.engine import build
 from losslab.engine.datamodule import TableDataModule
 from losslab.engine.progress import Progress
 from losslab.engine.runtime import prepare_process
-from losslab.fit import fit
+from losslab.fit import Prepared, groups, prepare, records, train
 from losslab.judge import judge
 from losslab.report.outputs import write_data_outputs
 from losslab.report.render import FigurePool
@@ -74,20 +74,28 @@ def run(
         experiment = tracker.experiment(plan.scenario)  # an unusable store fails here, before training
         result = ScenarioResult(plan.scenario, experiment_id=experiment, ui_command=tracker.ui_command())
         pending: list[tuple[str, Future[bytes]]] = []
-        for cfg, dm in zip(plan.configs, modules, strict=True):
-            label = f"{plan.scenario}/{cfg.variant.name}"
-            verdict = _variant(cfg, dm, tracker, experiment, progress.start(label, epochs(cfg)), plan.changed)
-            result.verdicts.append(verdict)
-            if diagnose is not None:
-                result.diagnoses[verdict.name] = _diagnosis(diagnose, cfg, verdict, tracker)
-            progress.done(label, _said(verdict, result.diagnoses.get(verdict.name)))
-            title = f"{plan.scenario} / {verdict.name}"
-            pending.append((verdict.name, figures.submit("variant_png", series(verdict), title)))
-            pending = _finish(tracker, pending, wait=False)
+        run_of = _Runs(plan, tracker, experiment, progress)
+        prepared = [run_of.prepare(cfg, dm) for cfg, dm in zip(plan.configs, modules, strict=True)]
+        verdicts: dict[int, Verdict] = {}
+        for group in groups(prepared):
+            for i, verdict in zip(group, run_of.train([prepared[i] for i in group]), strict=True):
+                verdicts[i] = verdict
+                cfg = prepared[i].cfg
+                if diagnose is not None:
+                    result.diagnoses[verdict.name] = _diagnosis(diagnose, cfg, verdict, tracker)
+                said = _said(verdict, result.diagnoses.get(verdict.name))
+                progress.done(f"{plan.scenario}/{verdict.name}", said)
+                title = f"{plan.scenario} / {verdict.name}"
+                pending.append((verdict.name, figures.submit("variant_png", series(verdict), title)))
+                pending = _finish(tracker, pending, wait=False)
+        result.verdicts = [verdicts[i] for i in sorted(verdicts)]  # the plan's order, as before
+        result.diagnoses = {
+            v.name: result.diagnoses[v.name] for v in result.verdicts if v.name in result.diagnoses
+        }
         if plan.whole:
             _write_outputs(result, plan, figures)
         _finish(tracker, pending, wait=True)
-        groups = tracker.close()
+        runs = tracker.close()
     except BaseException as e:
         with contextlib.suppress(Exception):  # the writer may be gone already
             if isinstance(e, (Interrupted, KeyboardInterrupt)):
@@ -96,7 +104,7 @@ def run(
         figures.close(cancel=True)
         raise
     figures.close()
-    parents = [groups[v.name].parent for v in result.verdicts if v.name in groups]
+    parents = [runs[v.name].parent for v in result.verdicts if v.name in runs]
     result.compare_url = tracker.compare_url(experiment, parents)
     result.chart_url = loss_chart_url(tracker.uri, tracker.ui_url, experiment, parents)
     return result
@@ -109,33 +117,56 @@ def _said(verdict: Verdict, diagnosis: dict | None) -> str:
     return text + (f", diagnosed {diagnosis['cause']}" if diagnosis else "")
 
 
-def _variant(
-    cfg: DictConfig,
-    dm: TableDataModule,
-    tracker: TrackerProcess,
-    experiment: str,
-    callbacks: list,
-    changed: tuple[str, ...] = (),
-) -> Verdict:
-    """Fit and judge one variant; its runs exist (RUNNING) from before the fit, named after
-    the variant and what the user overrode."""
-    exp = Expectations.of(cfg)
-    tags = run_tags(cfg, exp, changed)
-    tracker.start(exp.name, experiment, run_name(exp, changed), tags, list(cfg.seeds))
+class _Runs:
+    """Each variant's MLflow runs around its fit: started (RUNNING) right before its group
+    trains, named after the variant and what the user overrode; FAILED with one line when
+    its config cannot train."""
 
-    def warn(text: str) -> None:
-        print(f"losslab: WARNING [{exp.scenario}/{exp.name}]: {text}", file=sys.stderr, flush=True)
+    def __init__(self, plan: Plan, tracker: TrackerProcess, experiment: str, progress: Progress) -> None:
+        self.plan, self.tracker, self.experiment, self.progress = plan, tracker, experiment, progress
 
-    try:
-        records = fit(cfg, dm, warn=warn, callbacks=callbacks)
-    except Exception as e:  # a config that composes but cannot train (shapes, dtypes, …)
-        tracker.end(exp.name, "FAILED")
+    def _start(self, cfg: DictConfig) -> Expectations:
+        exp = Expectations.of(cfg)
+        tags = run_tags(cfg, exp, self.plan.changed)
+        self.tracker.start(exp.name, self.experiment, run_name(exp, self.plan.changed), tags, list(cfg.seeds))
+        return exp
+
+    def _failed(self, cfgs: list[DictConfig], e: Exception, started: bool) -> LosslabError:
+        for cfg in cfgs:
+            if not started:
+                self._start(cfg)
+            self.tracker.end(cfg.variant.name, "FAILED")
         lines = str(e).strip().splitlines()
         detail = f"{type(e).__name__}: {lines[0] if lines else ''}"
-        raise LosslabError(f"training {exp.scenario}/{exp.name} failed: {detail}") from e
-    verdict = judge(records, exp)
-    log_verdict(tracker, cfg, verdict)
-    return verdict
+        return LosslabError(f"training {cfgs[0].scenario.name}/{cfgs[0].variant.name} failed: {detail}")
+
+    def prepare(self, cfg: DictConfig, dm: TableDataModule) -> Prepared:
+        """The variant built and checked (`fit.prepare`), its pre-fit findings said."""
+        label = f"{self.plan.scenario}/{cfg.variant.name}"
+
+        def warn(text: str) -> None:
+            print(f"losslab: WARNING [{label}]: {text}", file=sys.stderr, flush=True)
+
+        try:
+            return prepare(cfg, dm, warn=warn, callbacks=self.progress.start(label, epochs(cfg)))
+        except Exception as e:  # a config that composes but cannot train (shapes, dtypes, …)
+            raise self._failed([cfg], e, started=False) from e
+
+    def train(self, group: list[Prepared]) -> list[Verdict]:
+        """Fit a group (`fit.train`) and judge each variant; its runs get the verdicts."""
+        cfgs = [p.cfg for p in group]
+        exps = [self._start(cfg) for cfg in cfgs]
+        self.progress.clock()
+        try:
+            train(group)
+        except Exception as e:
+            raise self._failed(cfgs, e, started=True) from e
+        verdicts = []
+        for p, exp in zip(group, exps, strict=True):
+            verdict = judge(records(p), exp)
+            log_verdict(self.tracker, p.cfg, verdict)
+            verdicts.append(verdict)
+        return verdicts
 
 
 def _diagnosis(diagnose: Diagnose, cfg: DictConfig, verdict: Verdict, tracker: TrackerProcess) -> dict:

@@ -53,6 +53,7 @@ class FitRecords:
     # reads dead units from them instead of training the seeds again.
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     loop: str = "lightning"  # which loop trained it: "engine" (engine.direct) or "lightning"
+    group: list[str] = field(default_factory=list)  # the variants trained with it as one stack
 
     def seed_numbers(self, i: int) -> dict[str, float]:
         return {k: float(v[i]) for k, v in self.finals.items()}

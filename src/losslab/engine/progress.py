@@ -55,8 +55,13 @@ class Progress:
 
     def start(self, label: str, epochs: int) -> list[FitHooks]:
         """The callbacks for one variant's fit: a bar on a terminal, none elsewhere."""
-        self.started = time.perf_counter()
+        self.clock()
         return [EpochBar(label, epochs, self.stream)] if self.live else []
+
+    def clock(self) -> None:
+        """From now on: the next finished lines say the time since (variants trained
+        together finish together)."""
+        self.started = time.perf_counter()
 
     def done(self, label: str, text: str) -> None:
         """One line for a finished variant."""

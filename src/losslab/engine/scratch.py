@@ -140,11 +140,12 @@ class ScratchModule(EnsembleModule):
         """One replica's hand-written gradients (what the check compares with autograd)."""
         return self.hand(params, x, y)[1]
 
-    def hand_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict, dict]:
+    def hand_step(self, x: torch.Tensor, y: torch.Tensor, params: dict | None = None) -> tuple[dict, dict]:
         """Every replica's hand-written gradients on one batch, and the step's outputs (each
         replica's loss and accuracy before the update): what a training step applies and
-        reports, under Lightning or the engine's loop (`engine.direct`)."""
-        params = self.net.params()
+        reports, under Lightning or the engine's loop (`engine.direct`; `params`: the
+        stacked weights of several variants trained together, else this module's)."""
+        params = self.net.params() if params is None else params
         with torch.no_grad():  # written for one replica and for all at once: no vmap needed
             losses, grads, p = self.hand({k: v.detach() for k, v in params.items()}, x, y)
         accuracy = ((p > 0.5) == (y > 0.5)).float().mean((1, 2))
