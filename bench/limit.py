@@ -229,7 +229,10 @@ def main() -> None:
 
 WHAT = {
     "plain": "autograd and torch.optim, each variant's seeds batched",
-    "engine": "the engine's loop (the backward written out), each variant's seeds batched, compatible variants as one program, no recorder",
+    "engine": (
+        "the engine's loop (the backward written out), each variant's seeds batched, "
+        "compatible variants as one program, no recorder"
+    ),
 }
 
 
