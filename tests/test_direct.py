@@ -112,8 +112,8 @@ def test_variants_trained_together_get_what_each_gets_alone(prepared: Path, grou
     prepare_process("cpu")
     cfgs = [compose([f"scenario={s}", f"variant={v}", *extra], prepared) for s, v, extra in group]
     alone = [fit(cfg) for cfg in cfgs]
+    assert groups(cfgs) == [list(range(len(cfgs)))]
     ready = [prepare(cfg) for cfg in cfgs]
-    assert groups(ready) == [list(range(len(ready)))]
     train(ready)
     for got, ref in zip((records(p) for p in ready), alone, strict=True):
         assert got.group == [v for _, v, _ in group] and ref.group == []
@@ -131,8 +131,7 @@ def test_only_compatible_variants_train_together(prepared: Path) -> None:
 
     def grouped(scenario: str, *variants: str) -> list[list[str]]:
         cfgs = [compose([f"scenario={scenario}", f"variant={v}", "seeds=[0]"], prepared) for v in variants]
-        ready = [prepare(cfg) for cfg in cfgs]
-        return [[variants[i] for i in g] for g in groups(ready)]
+        return [[variants[i] for i in g] for g in groups(cfgs)]
 
     assert grouped("linear", "broken", "adam", "standardized", "sgd_small_lr", "ten_points") == [
         ["broken", "sgd_small_lr"],
@@ -149,3 +148,19 @@ def test_only_compatible_variants_train_together(prepared: Path) -> None:
         ["linear_head_adam", "linear_head_adam_1000"],
         ["scaled"],
     ]
+
+
+def test_a_group_whose_variant_needs_lightning_trains_one_by_one(prepared: Path) -> None:
+    """`groups` decides before the watchers exist; a user's own callback on one variant
+    sends it to Lightning's loop, and its group then trains one variant after the other."""
+    prepare_process("cpu")
+    short = ["fit.epochs=20", "seeds=[0, 1]"]
+    names = ("broken", "sgd_small_lr")
+    cfgs = [compose(["scenario=linear", f"variant={v}", *short], prepared) for v in names]
+    assert groups(cfgs) == [[0, 1]]
+    ready = [prepare(cfgs[0]), prepare(cfgs[1], callbacks=[pl.Callback()])]
+    train(ready)
+    got = [records(p) for p in ready]
+    assert [r.loop for r in got] == ["engine", "lightning"] and all(r.group == [] for r in got)
+    for one, cfg in zip(got, cfgs, strict=True):
+        _equal(one.curves, fit(cfg).curves)

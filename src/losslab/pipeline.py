@@ -75,12 +75,12 @@ def run(
         result = ScenarioResult(plan.scenario, experiment_id=experiment, ui_command=tracker.ui_command())
         pending: list[tuple[str, Future[bytes]]] = []
         run_of = _Runs(plan, tracker, experiment, progress)
-        prepared = [run_of.prepare(cfg, dm) for cfg, dm in zip(plan.configs, modules, strict=True)]
         verdicts: dict[int, Verdict] = {}
-        for group in groups(prepared):
-            for i, verdict in zip(group, run_of.train([prepared[i] for i in group]), strict=True):
+        for group in groups(plan.configs, modules):
+            ready = [run_of.prepare(plan.configs[i], modules[i]) for i in group]
+            for i, verdict in zip(group, run_of.train(ready), strict=True):
                 verdicts[i] = verdict
-                cfg = prepared[i].cfg
+                cfg = plan.configs[i]
                 if diagnose is not None:
                     result.diagnoses[verdict.name] = _diagnosis(diagnose, cfg, verdict, tracker)
                 said = _said(verdict, result.diagnoses.get(verdict.name))

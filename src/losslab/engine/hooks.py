@@ -19,7 +19,7 @@ same points of the fit. Both loops therefore record the same numbers with the sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
@@ -43,18 +43,40 @@ class State:
     step: int = 0  # updates applied so far
     lr: float = 0.0  # the learning rate of the next update
     module: Any = None  # the LightningModule (its own methods: the scratch module's backward)
+    _memo: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
         return next(iter(self.net.params().values())).device
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Every replica's outputs on the same inputs x [N, ...]: [replicas, N, ...] (batched
-        matmuls for an MLP, `probes.stacked_forward`; else the ensemble's vmap)."""
+    def forward(self, x: torch.Tensor) -> tuple | None:
+        """`probes.stacked_forward` of the live weights on x [N, ...] (outputs and each
+        layer's pre-activations), or None for a model it does not run. Computed once per
+        update for the same rows: the recorders that read the training rows after an
+        epoch (predictions, dead units) share one forward."""
         with torch.no_grad():
             x = x.to(self.device)
+            memo = self._memo
+            if (
+                memo is not None
+                and memo[0] == self.step
+                and memo[1].shape == x.shape
+                and torch.equal(memo[1], x)
+            ):
+                return memo[2]
             fast = stacked_forward(self.net.template, self.net.params(), x)
-            return fast[0] if fast is not None else self.net(x.expand(len(self.net.seeds), *x.shape))
+            self._memo = (self.step, x, fast)
+            return fast
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Every replica's outputs on the same inputs x [N, ...]: [replicas, N, ...] (batched
+        matmuls for an MLP, `forward`; else the ensemble's vmap)."""
+        fast = self.forward(x)
+        if fast is not None:
+            return fast[0]
+        with torch.no_grad():
+            x = x.to(self.device)
+            return self.net(x.expand(len(self.net.seeds), *x.shape))
 
 
 class FitHooks(pl.Callback):

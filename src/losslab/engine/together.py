@@ -1,22 +1,21 @@
 """Which variants of a scenario train as one program on the engine's loop, and their storage.
 
-A scenario's variants often differ only in a learning rate, an init or an epoch budget:
-xor's broken (lr 1.0) and small_lr (lr 0.3), three of the scratch variants, linear's
-broken and sgd_small_lr. On these tiny models an update costs its framework overhead, not
-its arithmetic, so k variants in one stacked update cost about one. `groups` puts together
-the variants the engine's loop can train as one stack exactly as it trains each alone:
-the same batches (data config and seeds), model shape, module (the scratch module's bugs),
-loss and optimizer family with its options; per variant stay its lr (a run of replicas in
-the update rule, `engine.updates`), its lr scheduler, its initial weights and its epochs
-(it leaves the stack's hooks at its own end, its weights frozen there). Variants whose
-training is identical but for the epoch budget (relu_head's linear_head_adam and its
-1000-epoch twin) share one block of replicas: the shorter one is the longer one's prefix.
+A scenario's variants often differ only in a learning rate, an init or an epoch budget
+(linear's broken and sgd_small_lr). On these tiny models an update costs its framework
+overhead more than its arithmetic, so k variants in one stacked update cost less than k
+updates. `groups` puts together the variants the engine's loop trains as one stack bit for
+bit as it trains each alone: the same batches (data config and seeds), model shape, module,
+loss and optimizer family with its options, and an update made only of correctly rounded
+elementwise arithmetic (`stackable`); per variant stay its lr and update rule (on its own
+rows, `engine.direct`), its lr scheduler, its initial weights and its epochs (at its end it
+leaves the stack, its weights frozen there). Twins, whose training is identical but for the
+epoch budget (relu_head's linear_head_adam and its 1000-epoch twin), share one block of
+replicas whatever the model: the shorter one is the longer one's prefix.
 
 `combine` lays every block's parameters into one tensor per parameter name and points each
 variant's ensemble at its block's rows: the loop updates the combined tensors in place and
 every recorder reads its own variant's live weights. tests/test_direct.py checks that a
-group trains each variant bit for bit as it trains alone.
-"""
+group trains each variant bit for bit as it trains alone."""
 
 from __future__ import annotations
 

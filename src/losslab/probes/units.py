@@ -64,17 +64,18 @@ def stacked_forward(
 
 
 def dead_units(
-    model: nn.Sequential, params: dict[str, torch.Tensor], x: torch.Tensor
+    model: nn.Sequential, params: dict[str, torch.Tensor], x: torch.Tensor, fast: tuple | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """[replicas] dead fraction of hidden ReLU units, and [replicas] head dead (or None).
 
     A ReLU unit is dead when its pre-activation is <= 0 on every input: it outputs 0 and
     passes no gradient, so no update can revive it. Params are stacked ([replicas, …]).
+    `fast`: `stacked_forward(model, params, x)` when the caller has it already.
     """
-    fast = stacked_forward(model, params, x)
-    if fast is not None:
+    fast = fast if fast is not None else stacked_forward(model, params, x)
+    if fast is not None:  # a NaN pre-activation is not <= 0: its unit is not dead
         relu_flags = [r for _, r in fast[1]]
-        dead = tuple((z <= 0).all(1) for z, _ in fast[1])
+        dead = tuple(z.amax(1) <= 0 for z, _ in fast[1])  # one pass, no [replicas, N, units] mask
     else:
         layers = preactivations(model, {k: v[0] for k, v in params.items()}, x)  # structure only
         relu_flags = [r for _, r in layers]

@@ -16,7 +16,8 @@ class DeadUnits(Recorder):
     @staticmethod
     def _measure(state: State) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.no_grad():
-            return dead_units(state.net.template, state.net.params(), state.dm.x.to(state.device))
+            x = state.dm.x.to(state.device)
+            return dead_units(state.net.template, state.net.params(), x, fast=state.forward(x))
 
     def _finals(self, state: State, when: str) -> None:
         frac, head = self._measure(state)
