@@ -18,6 +18,10 @@ class HealthRecorder(Recorder):
         super().__init__()
         self._losses: list[torch.Tensor] = []
         self._grad_norms: list[torch.Tensor] = []
+        self._scalar_names: dict[str, str] = {}
+
+    def fit_started(self, state: State) -> None:
+        self._scalar_names = self._scalars(state)  # once a fit: the model's shape does not change
 
     def epoch_started(self, state: State) -> None:
         self._losses.clear()
@@ -36,14 +40,15 @@ class HealthRecorder(Recorder):
         if self._grad_norms:
             self._add("grad_norm", torch.stack(self._grad_norms).mean(0))
         self._add("lr", torch.full((len(state.net.seeds),), state.lr, dtype=torch.float64))
-        for name, p in self._scalars(state).items():
-            self._add(name, p.detach().reshape(-1))
+        if self._scalar_names:
+            params = state.net.params()
+            for name, key in self._scalar_names.items():
+                self._add(name, params[key].detach().reshape(-1))
 
     @staticmethod
-    def _scalars(state: State) -> dict[str, torch.Tensor]:
-        """One-number parameters, named `weight`/`bias` when that is unambiguous."""
-        scalars = {k: p for k, p in state.net.params().items() if p[0].numel() == 1}
+    def _scalars(state: State) -> dict[str, str]:
+        """One-number parameters: recorded name -> parameter name (`weight`/`bias` when
+        that is unambiguous)."""
+        scalars = [k for k, p in state.net.params().items() if p[0].numel() == 1]
         short = [k.rsplit(".", 1)[-1] for k in scalars]
-        if len(set(short)) == len(short):
-            return dict(zip(short, scalars.values(), strict=True))
-        return scalars
+        return dict(zip(short if len(set(short)) == len(short) else scalars, scalars, strict=True))

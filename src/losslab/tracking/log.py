@@ -97,11 +97,9 @@ def curves_csv(v: Verdict) -> str:
     rec = v.records
     names = list(rec.curves)
     lines = [",".join(["seed", "epoch", *names])]
-    for i, seed in enumerate(rec.seeds):
-        for e in range(rec.curves[names[0]].shape[1]):
-            lines.append(
-                ",".join([str(seed), str(e + 1), *(repr(float(rec.curves[n][i, e])) for n in names)])
-            )
+    for i, seed in enumerate(rec.seeds):  # tolist(): Python floats, without a numpy scalar each
+        for e, values in enumerate(zip(*(rec.curves[n][i].tolist() for n in names), strict=True), 1):
+            lines.append(",".join([str(seed), str(e), *map(repr, values)]))
     return "\n".join(lines) + "\n"
 
 
