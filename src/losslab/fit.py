@@ -41,9 +41,8 @@ LOOPS = ("auto", "engine", "lightning")
 
 @dataclass
 class Prepared:
-    """A variant ready to train: its ensemble and module built, its pre-fit findings and
-    stability measured, its watchers and loop chosen (`prepare`); `records` reads it after
-    training (`train`)."""
+    """A variant ready to train (`prepare`): ensemble, module, pre-fit findings, stability,
+    watchers and loop; `records` reads it after training (`train`)."""
 
     cfg: DictConfig
     dm: TableDataModule
@@ -105,12 +104,9 @@ def prepare(
 
 def groups(cfgs: Sequence[DictConfig], dms: Sequence[TableDataModule] | None = None) -> list[list[int]]:
     """Which variants `train` trains as one program (indices into `cfgs`, in order): those
-    the engine's loop trains that `engine.together` finds compatible; each other one alone.
-
-    Decided before `prepare` from each variant's ensemble and module, built once more here
-    (milliseconds): a pipeline then prepares a group right before it trains, as it did one
-    variant; preparing every variant before training any fragments the heap the loop then
-    works in (relu_head's stage: 4-7 GiB instead of 0.9, 2x slower)."""
+    on the engine's loop that `engine.together` finds compatible; each other one alone.
+    Decided before `prepare` (each ensemble built once more: milliseconds), so that a group
+    is prepared right before it trains: preparing all first fragments the loop's heap."""
     members = []
     for i, cfg in enumerate(cfgs):
         dm = dms[i] if dms is not None else build.datamodule(cfg)
