@@ -72,8 +72,7 @@ def fit(
     updates and recorders, bit for bit, at a fraction of the Trainer's overhead per update)
     wherever it trains the config exactly, else Lightning's.
     """
-    prepared = prepare(cfg, dm, warn, callbacks)
-    train([prepared])
+    train([prepared := prepare(cfg, dm, warn, callbacks)])
     return records(prepared)
 
 
@@ -86,14 +85,13 @@ def prepare(
     """Everything `fit` does before the first update (the arguments are `fit`'s)."""
     dm = dm or build.datamodule(cfg)
     dm.setup()
-    seeds = list(cfg.seeds)
-    pl.seed_everything(seeds[0], workers=True, verbose=False)
-    dm.bind(seeds)
+    pl.seed_everything(cfg.seeds[0], workers=True, verbose=False)
+    dm.bind(list(cfg.seeds))
     net = build.ensemble(cfg)
     module = build.module(cfg, net)
     findings = pitfalls(module, dm, list(cfg.scenario.get("metrics") or []))
-    for f in findings:
-        (warn or (lambda _: None))(f)
+    for f in findings if warn else ():
+        warn(f)
     stability = _stability(cfg, net, module.loss_fn, dm)
     extra = (instantiate(c) for c in (cfg.scenario.get("callbacks") or {}).values())
     recorders = [HealthRecorder(), *extra]
@@ -103,14 +101,16 @@ def prepare(
 
 
 def groups(cfgs: Sequence[DictConfig], dms: Sequence[TableDataModule] | None = None) -> list[list[int]]:
-    """Which variants `train` trains as one program (indices into `cfgs`, in order): those
-    on the engine's loop that `engine.together` finds compatible; each other one alone.
-    Decided before `prepare` (each ensemble built once more: milliseconds), so that a group
-    is prepared right before it trains: preparing all first fragments the loop's heap."""
+    """Which variants `train` trains as one program (indices into `cfgs`): those on the
+    engine's loop that `engine.together` finds compatible. Decided before `prepare` (each
+    ensemble built once more), so a group is prepared right before it trains."""
     members = []
     for i, cfg in enumerate(cfgs):
         dm = dms[i] if dms is not None else build.datamodule(cfg)
-        module = build.module(cfg, build.ensemble(cfg))
+        try:
+            module = build.module(cfg, build.ensemble(cfg))
+        except Exception:  # alone: `prepare` says why, where its run is marked FAILED
+            continue
         if direct.why_not(cfg, module, dm, []) is None:
             members.append((i, together.Member(cfg, module, dm, [])))
     found = [[members[j][0] for j in g] for g in together.groups([m for _, m in members])]

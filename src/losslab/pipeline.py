@@ -76,6 +76,7 @@ def run(
         pending: list[tuple[str, Future[bytes]]] = []
         run_of = _Runs(plan, tracker, experiment, progress)
         verdicts: dict[int, Verdict] = {}
+        # Each group prepared right before it trains: preparing all first fragments the heap.
         for group in groups(plan.configs, modules):
             ready = [run_of.prepare(plan.configs[i], modules[i]) for i in group]
             for i, verdict in zip(group, run_of.train(ready), strict=True):
