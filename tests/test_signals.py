@@ -33,12 +33,14 @@ def _start(project: Path) -> subprocess.Popen:
     )
 
 
-def _wait_training(project: Path, proc: subprocess.Popen) -> None:
+def _wait_training(project: Path, proc: subprocess.Popen) -> int:
+    """Until the first group trains (linear's broken and sgd_small_lr, as one program: a
+    parent and 5 seed runs each); how many runs are RUNNING then."""
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if run_statuses(project).count("RUNNING") == 6:  # the broken variant: parent + 5 seeds
-            time.sleep(1.0)  # well inside Trainer.fit
-            return
+        if run_statuses(project).count("RUNNING") >= 6:
+            time.sleep(1.0)  # well inside the fit: every run of the group exists
+            return run_statuses(project).count("RUNNING")
         time.sleep(0.3)
     pytest.fail(f"training never started: {proc.poll()} {proc.stderr.read() if proc.stderr else ''}")
 
@@ -76,17 +78,17 @@ def test_interrupt_mid_training(project: Path, sig: signal.Signals, group: bool,
 def test_sigkill_then_the_next_start_reaps_the_runs(project: Path) -> None:
     proc = _start(project)
     try:
-        _wait_training(project, proc)
+        running = _wait_training(project, proc)
         os.killpg(proc.pid, signal.SIGKILL)  # the trainer, its tracking writer, its figure worker
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     time.sleep(0.5)
-    assert run_statuses(project).count("RUNNING") == 6  # nobody was left to close them
+    assert running == 12 and run_statuses(project).count("RUNNING") == running  # nobody closed them
     # Another scenario entirely: the reaping is per host, not per experiment.
     r = run_cli(project, "run", "scenario=xor", "variant=broken", "seeds=[0]", "fit.epochs=3")
     assert r.returncode == 0, r.stderr
     statuses = run_statuses(project)
     assert "RUNNING" not in statuses
-    assert statuses.count("KILLED") == 6 and statuses.count("FINISHED") == 2
+    assert statuses.count("KILLED") == running and statuses.count("FINISHED") == 2
