@@ -97,10 +97,11 @@ class _Deferred:
         return {name: got[i] for i, name in enumerate(self.names)}
 
     def apply_all(self) -> None:
+        whole = len(self.rules) == 1  # one block: every row is its own
         for rule, rows in zip(self.rules, self.rows, strict=True):
             rule.begin()
             for key, p, g in self.pending:
-                rule.apply(key, p[rows], g[rows])
+                rule.apply(key, p, g) if whole else rule.apply(key, p[rows], g[rows])
 
 
 def optimizers(module: EnsembleModule) -> tuple[torch.optim.Optimizer, Any]:
@@ -121,12 +122,8 @@ def train(cfg: DictConfig, module: EnsembleModule, dm: TableDataModule, hooks: S
 def train_together(members: list[Member]) -> None:
     """Train several variants as one stack (`engine.together.groups` says which may), each
     as `train` would train it alone: its own lr, schedule, epochs and watchers."""
-    parts = together.blocks(members) if len(members) > 1 else [members]
-    params = (
-        together.combine(parts)
-        if len(members) > 1
-        else {k: v.data for k, v in members[0].module.net.params().items()}
-    )
+    parts = together.blocks(members)
+    params = together.combine(parts)
     for m in members:
         m.optimizer, m.scheduler = optimizers(m.module)
         lr = float(m.optimizer.param_groups[0]["lr"])
@@ -161,13 +158,11 @@ def train_together(members: list[Member]) -> None:
                     if epoch == m.state.epochs - 1:
                         for h in m.hooks:
                             h.fit_ended(m.state)
-                        if len(members) > 1:
-                            together.release(m)
+                        together.release(m)
     except BaseException as e:
-        for m in members:
-            if m in live:
-                for h in m.hooks:
-                    h.failed(e)
+        for m in live:
+            for h in m.hooks:
+                h.failed(e)
         raise
 
 
@@ -175,13 +170,14 @@ def _one_update(
     live: list[Member], parts: list[list[Member]], step: Step, rule: _Deferred, batch: Any, index: int
 ) -> None:
     """One stacked update; each live member's watchers see their own rows of it."""
+    whole = len(parts) == 1  # one block: every row is each member's own
     for m in live:
         for h in m.hooks:
             h.batch_started(m.state, batch, index)
     outputs = step(*batch)
     grads = rule.grads()
     for m in live:
-        own = {k: g[m.rows] for k, g in grads.items()}
+        own = grads if whole else {k: g[m.rows] for k, g in grads.items()}
         for h in m.hooks:
             h.gradients(m.state, own)
     rule.apply_all()
@@ -193,7 +189,7 @@ def _one_update(
     if scheduled:
         _set_lrs(rule, parts)
     for m in live:
-        own = {k: v[m.rows] for k, v in outputs.items()}
+        own = outputs if whole else {k: v[m.rows] for k, v in outputs.items()}
         for h in m.hooks:
             h.batch_ended(m.state, own)
 

@@ -120,32 +120,36 @@ def groups(members: Sequence[Member]) -> list[list[int]]:
         found.setdefault(signature(m), []).append(i)
     out = []
     for key, group in found.items():
-        if key[0] == "twins" and not all(_same_start(members[group[0]], members[i]) for i in group):
-            out.extend([i] for i in group)
-        else:
+        if key[0] != "twins":
             out.append(group)
+            continue
+        for block in blocks([members[i] for i in group]):  # twins: one block, no mixed tensor
+            out.append([i for i in group if any(members[i] is m for m in block)])
     return sorted(out, key=lambda g: g[0])
 
 
 def blocks(members: Sequence[Member]) -> list[list[Member]]:
     """A group's members in blocks of replicas: members that train identically (the same
     config but for the epoch budget, the same initial weights) share one."""
-    out: list[list[Member]] = []
+    out: list[tuple[str, list[Member]]] = []
     for m in members:
         key = _key(m.cfg, TRAINING)
-        for block in out:
-            if _key(block[0].cfg, TRAINING) == key and _same_start(block[0], m):
+        for known, block in out:
+            if known == key and _same_start(block[0], m):
                 block.append(m)
                 break
         else:
-            out.append([m])
-    return out
+            out.append((key, [m]))
+    return [block for _, block in out]
 
 
 def combine(parts: list[list[Member]]) -> dict[str, torch.Tensor]:
     """One tensor per parameter name over every block's replicas; each member's ensemble
-    then holds views of its block's rows (`Member.rows`)."""
+    then holds views of its block's rows (`Member.rows`). A variant alone keeps its own
+    storage."""
     first = parts[0][0].module.net
+    if len(parts) == 1 and len(parts[0]) == 1:
+        return {k: v.data for k, v in first.params().items()}
     combined = {k: torch.cat([b[0].module.net.params()[k].data for b in parts]) for k in first.names}
     start = 0
     for block in parts:
@@ -160,7 +164,9 @@ def combine(parts: list[list[Member]]) -> dict[str, torch.Tensor]:
 
 def release(member: Member) -> None:
     """A member at its last epoch: its weights get their own storage, so the updates that
-    go on for the others leave them as they are."""
+    go on for the others leave them as they are (a variant alone has its own already)."""
+    if member.rows == slice(None):
+        return
     for p in member.module.net.params().values():
         p.data = p.data.clone()
 
